@@ -1,0 +1,116 @@
+"""A Ray Tune searcher driven by an Optuna multi-objective sampler (NSGA-II or random).
+
+Ray pickles its searcher (in ``tuner.pkl`` and the experiment checkpoint), but Optuna's
+NSGAIISampler and any study holding it carry a thread lock and cannot be pickled. So this
+searcher keeps a picklable *description* of its sampler and builds sampler and study where
+they are used; its pickled state holds the study's finished trials, from which the study
+is rebuilt on restore.
+
+A trial that errors, reports no value, or reports NaN/∞ for an objective is told to Optuna
+as FAIL (with the reason as a user attribute): it never stays RUNNING.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What sampler to build: ``nsga2`` (Optuna's NSGAIISampler) or ``random``."""
+
+    name: str
+    seed: int
+    population_size: int = 8
+
+    def build(self) -> optuna.samplers.BaseSampler:
+        if self.name == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed)
+        if self.name == "random":
+            return optuna.samplers.RandomSampler(seed=self.seed)
+        raise ValueError(f"unknown sampler {self.name!r}; allowed: nsga2, random")
+
+
+class OptunaSearcher(Searcher):
+    """Suggests flat configurations ``{dotted path: value}`` from an Optuna study.
+
+    ``objectives`` lists ``(result key, "max" | "min")`` pairs; the result reported with
+    the trial's last epoch is what the study is told.
+    """
+
+    def __init__(self, space: dict[str, BaseDistribution], objectives: list[tuple[str, str]], sampler: SamplerSpec):
+        super().__init__(metric=[k for k, _ in objectives], mode=[m for _, m in objectives])
+        self._space = space
+        self._objectives = list(objectives)
+        self._sampler_spec = sampler
+        self._numbers: dict[str, int] = {}
+        self._saved_trials: list[optuna.trial.FrozenTrial] = []
+        self._study: optuna.Study | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study, built (and refilled from saved trials) on first use."""
+        if self._study is None:
+            directions = ["maximize" if mode == "max" else "minimize" for _, mode in self._objectives]
+            self._study = optuna.create_study(directions=directions, sampler=self._sampler_spec.build())
+            self._study.add_trials(self._saved_trials)
+        return self._study
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # objectives and space are this searcher's own
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if trial_id in self._numbers:  # Ray re-asks after a restore
+            return dict(self.study.trials[self._numbers[trial_id]].params)
+        trial = self.study.ask(fixed_distributions=self._space)
+        self._numbers[trial_id] = trial.number
+        return dict(trial.params)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self._numbers.get(trial_id)
+        if number is None or self.study.trials[number].state.is_finished():
+            return
+        values, reason = self._values(result, error)
+        if reason:
+            self.study.set_trial_user_attr(number, "fail_reason", reason)
+            self.study.tell(number, state=TrialState.FAIL)
+        else:
+            self.study.tell(number, values)
+
+    def _values(self, result: dict | None, error: bool) -> tuple[list[float], str | None]:
+        if error:
+            return [], "the trial raised an error"
+        if not result:
+            return [], "the trial reported no result"
+        values = []
+        for key, _ in self._objectives:
+            value = result.get(key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return [], f"objective {key} is {value!r}, not a finite number"
+            values.append(float(value))
+        return values, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._study is not None:
+            state["_saved_trials"] = self._study.get_trials(deepcopy=True)
+        state["_study"] = None
+        return state
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__getstate__(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))

@@ -1,0 +1,168 @@
+"""Run one sweep: Ray Tune schedules trials, an Optuna searcher proposes them, the driver
+logs them to MLflow. Returns one row per trial; analysis of the front happens elsewhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+import yaml
+from ray import tune
+from ray.tune.experiment import Trial
+
+from ethicsweep.data import PreparedData
+from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec
+from ethicsweep.search.space import to_distributions
+from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, provenance_tags
+from ethicsweep.spec import SweepSpec
+from ethicsweep.trainables.tune import run_trial
+
+TUNE_DIR = "tune"
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """A trial's progress, for a progress display: a finished epoch or a finished trial."""
+
+    trial_id: str
+    kind: str  # "epoch", "done" or "error"
+    epoch: int
+    finished: int
+    total: int
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a sweep produced: one row per trial and where it was recorded."""
+
+    trials: pd.DataFrame
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    wall_seconds: float
+    run_dir: Path
+
+
+def connect(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (``auto``, ``ray://...``), or start a local one.
+
+    The dashboard is not started (it would listen on a port); worker logs stay on the workers.
+    """
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+
+
+class _TrialCollector(tune.Callback):
+    """Keeps each trial's final state and forwards progress to an optional hook."""
+
+    def __init__(self, total: int, run_ids: dict[str, str], hook: Callable[[TrialEvent], None] | None):
+        self.total, self.run_ids, self.hook = total, run_ids, hook
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "hook": None}
+
+    def _emit(self, trial: Trial, kind: str, result: dict[str, Any]) -> None:
+        if self.hook is not None:
+            self.hook(TrialEvent(trial.trial_id, kind, int(result.get("epoch", 0)), len(self.rows), self.total, result))
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        self._emit(trial, "epoch", result)
+
+    def _record(self, trial: Trial, status: str, error: str) -> None:
+        last = trial.last_result or {}
+        row = {
+            "trial_id": trial.trial_id,
+            "run_id": self.run_ids.get(trial.trial_id, ""),
+            "status": status,
+            "error": error,
+            "epochs": int(last.get("epoch", 0)),
+            "checkpoint": trial.checkpoint.path if trial.checkpoint is not None else "",
+            "params": json.dumps(trial.config, sort_keys=True),
+            **{f"param:{k}": v for k, v in trial.config.items()},
+            **{k: v for k, v in last.items() if k.startswith(("val/", "loss/"))},
+        }
+        self.rows[trial.trial_id] = row
+        self._emit(trial, "done" if status == "ok" else "error", last)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._record(trial, "ok", "")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        error = trial.get_error()
+        self._record(trial, "failed", str(error).strip().splitlines()[-1][:500] if error else "unknown error")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    data: PreparedData,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    on_event: Callable[[TrialEvent], None] | None = None,
+) -> SweepOutcome:
+    """Run the sweep ``spec`` describes on prepared ``data``.
+
+    The data go into Ray's object store once (without the test split). Every trial is a
+    child run of one parent run in the MLflow experiment named after the sweep. Each
+    execution writes under ``<sweep dir>/<UTC start time>/``; the MLflow store (by
+    default ``<sweep dir>/mlflow.db``) and its artifacts are shared by the executions.
+    """
+    started = time.perf_counter()
+    sweep_dir = spec.sweep_dir
+    run_dir = sweep_dir / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run_dir.mkdir(parents=True, exist_ok=False)
+    uri = tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir)
+    tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
+    tags = provenance_tags(spec, data.sha256)
+    tracker.start_parent(spec, {**tags, "ethicsweep.run_dir": str(run_dir)}, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+    connect(address)
+    search = spec.search
+    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+    max_concurrent = search.max_concurrent or max(1, int(cluster_cpus // search.cpus_per_trial))
+    objectives = [(f"val/{o.metric}", o.mode) for o in search.objectives]
+    searcher = OptunaSearcher(
+        to_distributions(search.space),
+        objectives,
+        SamplerSpec(search.searcher, spec.seed, search.population_size),
+    )
+    logger = MlflowTrialLogger(tracker, spec.train, tags)
+    collector = _TrialCollector(search.num_trials, logger.run_ids, on_event)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=data.for_workers(), base=spec.train),
+        {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=search.num_trials,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(run_dir),
+            callbacks=[logger, collector],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    status = "FAILED"
+    try:
+        tuner.fit()
+        status = "FINISHED"
+    finally:
+        tracker.end_parent(status)
+    trials = pd.DataFrame(list(collector.rows.values()))
+    return SweepOutcome(trials, uri, tracker.experiment_id, tracker.parent_run_id, time.perf_counter() - started, run_dir)

@@ -1,0 +1,178 @@
+"""MLflow on the driver, the only writer: the sweep's parent run and one child run per trial.
+
+Workers never reach MLflow; a Ray Tune callback on the driver turns each trial's reports
+into its child run's params, per-epoch metrics and tags.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+import ethicsweep
+from ethicsweep.errors import EthicsweepError
+from ethicsweep.spec import SweepSpec, TrainConfig
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "ethicsweep.trial_id"
+#: Result keys logged as per-epoch metrics.
+METRIC_PREFIXES = ("loss/", "val/", "epoch_seconds")
+MAX_PARAM_LENGTH = 6000
+
+
+def default_tracking_uri(sweep_dir: Path) -> str:
+    """``sqlite:///<sweep dir>/mlflow.db``: an embedded store beside the sweep."""
+    return f"sqlite:///{sweep_dir / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit of the ethicsweep source tree when it is a git checkout, else ''."""
+    source = Path(ethicsweep.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def provenance_tags(spec: SweepSpec, data_sha256: str) -> dict[str, str]:
+    """Tags that trace a run to its spec, data, code and seed."""
+    return {
+        "ethicsweep.spec_sha256": spec.spec_hash,
+        "ethicsweep.data_sha256": data_sha256,
+        "ethicsweep.version": ethicsweep.__version__,
+        "ethicsweep.git_commit": git_commit(),
+        "ethicsweep.seed": str(spec.seed),
+    }
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"a.b": value}``; a list of terms is keyed by each term's name."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if key == "terms" and isinstance(value, list):
+            for term in value:
+                flat.update(flatten({k: v for k, v in term.items() if k != "name"}, f"{path}.{term.get('name') or term['kind']}."))
+        elif isinstance(value, dict):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+class Tracker:
+    """The driver's MLflow client, bound to one experiment and one parent run."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path):
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+            )
+        except Exception as exc:  # any failure to reach the store is the user's setting
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise EthicsweepError(f"tracking_uri: cannot use MLflow at {tracking_uri!r}: {reason}") from None
+        self.parent_run_id: str | None = None
+
+    def start_parent(self, spec: SweepSpec, tags: dict[str, str], spec_yaml: str) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=f"{spec.name}-sweep", tags={**tags, "ethicsweep.role": "sweep"})
+        self.parent_run_id = run.info.run_id
+        params = {
+            "searcher": spec.search.searcher,
+            "num_trials": spec.search.num_trials,
+            "objectives": ",".join(f"{o.metric}:{o.mode}" for o in spec.search.objectives),
+            "dataset": spec.data.dataset,
+            "sensitive": ",".join(spec.data.sensitive or []),
+            **{f"space.{k}": v.model_dump_json(exclude_none=True) for k, v in spec.search.space.items()},
+        }
+        self.log_params(self.parent_run_id, params)
+        self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
+        return self.parent_run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        batch = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(batch), 100):
+            self.client.log_batch(run_id, params=batch[start : start + 100])
+
+    def end_parent(self, status: str = "FINISHED") -> None:
+        if self.parent_run_id is not None:
+            self.client.set_terminated(self.parent_run_id, status=status)
+
+
+class MlflowTrialLogger(Callback):
+    """Ray Tune callback: one child run per trial, metrics logged per epoch.
+
+    Only the driver runs it. The MLflow client is not pickled (Ray pickles callbacks in
+    its experiment state); it is re-created from the tracking URI when needed.
+    """
+
+    def __init__(self, tracker: Tracker, base: TrainConfig, tags: dict[str, str]):
+        self._tracker = tracker
+        self._base = base
+        self._tags = tags
+        self.run_ids: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tracker": None}
+
+    def _client(self) -> MlflowClient:
+        return self._tracker.client
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.run_ids:
+            return
+        tags = {
+            **self._tags,
+            PARENT_TAG: self._tracker.parent_run_id,
+            TRIAL_TAG: trial.trial_id,
+            "ethicsweep.role": "trial",
+        }
+        run = self._client().create_run(self._tracker.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
+        self.run_ids[trial.trial_id] = run.info.run_id
+        resolved = self._base.with_params(trial.config).model_dump(mode="json")
+        self._tracker.log_params(run.info.run_id, flatten(resolved))
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        stamp = int(result.get("timestamp", 0) * 1000)
+        metrics = [
+            Metric(key, float(value), stamp, step)
+            for key, value in result.items()
+            if key.startswith(METRIC_PREFIXES) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
+        self._client().log_batch(run_id, metrics=metrics)
+
+    def _finish(self, trial: Trial, status: str, extra: dict[str, str]) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        last = trial.last_result or {}
+        tags = {key: str(last[key]) for key in ("node_ip", "hostname", "device") if key in last}
+        tags.update(extra)
+        self._client().log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._client().set_terminated(run_id, status=status)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._finish(trial, "FINISHED", {})
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        error = trial.get_error()
+        reason = str(error).strip().splitlines()[-1][:500] if error else "unknown error"
+        self._finish(trial, "FAILED", {"ethicsweep.error": reason})

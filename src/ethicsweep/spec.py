@@ -1,0 +1,256 @@
+"""The sweep spec: one YAML document that says which data, which model, which loss terms,
+what to search and where to record it. Validated with pydantic before any worker starts.
+
+A searchable parameter is named by its dotted path in the training config:
+``training.lr``, ``model.hidden``, ``terms.<term name>.weight``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ethicsweep.errors import SpecError
+from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Which table, which columns play which role, and how it is split."""
+
+    dataset: str = Field("adult", description="bundled name (adult, compas, german) or a path to a .csv/.parquet file")
+    label: str | None = Field(None, description="label column (required for a file; bundled sets define their own)")
+    positive_label: str | int | float | bool | None = Field(None, description="the label value that counts as y = 1")
+    sensitive: list[str] | None = Field(None, min_length=1, description="sensitive columns; groups are their value combinations")
+    bins: dict[str, list[float]] = Field(default_factory=dict, description="bin edges for a continuous sensitive column")
+    missing: Literal["error", "own_group"] = "error"
+    context: str | None = Field(None, description="context column (kept as a feature)")
+    drop: list[str] = Field(default_factory=list, description="columns not used as features")
+    sensitive_as_feature: bool = Field(False, description="let the model read the sensitive columns")
+    min_group_size: int = Field(30, ge=1, description="groups smaller than this in a split are left out of its gaps")
+    validation_fraction: float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="ignored when the data set has an official test split")
+
+    @field_validator("bins")
+    @classmethod
+    def _bins_increasing(cls, bins: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, edges in bins.items():
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ValueError(f"bins for {column!r} must be at least two strictly increasing edges, got {edges}")
+        return bins
+
+
+class ModelSpec(_Strict):
+    kind: Literal["logistic", "mlp"] = "mlp"
+    hidden: int = Field(64, ge=1, le=4096, description="units per hidden layer (mlp)")
+    layers: int = Field(1, ge=1, le=8, description="hidden layers (mlp)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="decision threshold t: y_hat = 1[p >= t]")
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+TermKind = Literal["demographic_parity", "equalized_odds"]
+
+
+class TermSpec(_Strict):
+    """One loss term added to binary cross-entropy; ``weight`` multiplies its penalty."""
+
+    kind: TermKind
+    name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="defaults to kind")
+    weight: float = Field(1.0, ge=0.0)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.kind
+
+
+class TrainConfig(_Strict):
+    """Everything one trial needs to train one model. A trial's searched values override it."""
+
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    terms: list[TermSpec] = Field(default_factory=list)
+    seed: int = 0
+
+    @field_validator("terms")
+    @classmethod
+    def _unique_term_names(cls, terms: list[TermSpec]) -> list[TermSpec]:
+        keys = [t.key for t in terms]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ValueError(f"term name {key!r} is used twice; give each term a distinct name")
+        return terms
+
+    def with_params(self, params: dict[str, Any]) -> TrainConfig:
+        """A copy with dotted-path parameters set, e.g. ``{"terms.dp.weight": 2.0}``."""
+        tree = self.model_dump()
+        for path, value in params.items():
+            _set_path(tree, path, value)
+        return TrainConfig.model_validate(tree)
+
+
+def _set_path(tree: dict, path: str, value: Any) -> None:
+    head, *rest = path.split(".")
+    if head == "terms" and rest:
+        matches = [t for t in tree["terms"] if (t.get("name") or t["kind"]) == rest[0]]
+        if not matches:
+            names = [t.get("name") or t["kind"] for t in tree["terms"]]
+            raise KeyError(f"no term named {rest[0]!r}; terms: {', '.join(names) or '(none)'}")
+        node, keys = matches[0], rest[1:]
+    else:
+        node, keys = tree, [head, *rest]
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            raise KeyError(f"{key!r} is not a section")
+        node = node[key]
+    if not keys or keys[-1] not in node:
+        raise KeyError(f"{keys[-1] if keys else path!r} is not a field")
+    node[keys[-1]] = value
+
+
+class Parameter(_Strict):
+    """A searched parameter: a float or int range (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Parameter:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled range needs low > 0, got {self.low}")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int parameter needs whole-number 'low' and 'high'")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    metric: str
+    direction: Literal["max", "min"] | None = Field(None, description="defaults to the metric's natural direction")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        if metric not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRIC_DIRECTIONS)}")
+        return metric
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        return self.direction or METRIC_DIRECTIONS[self.metric]
+
+
+class SearchSpec(_Strict):
+    searcher: Literal["nsga2", "random"] = "nsga2"
+    num_trials: int = Field(24, ge=1, le=100_000)
+    population_size: int = Field(8, ge=2, description="NSGA-II generation size")
+    max_concurrent: int | None = Field(None, ge=1, description="default: as many as the cluster's CPUs allow")
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    objectives: list[ObjectiveSpec] = Field(
+        default_factory=lambda: [ObjectiveSpec(metric="accuracy"), ObjectiveSpec(metric="dp_gap")],
+        min_length=1,
+    )
+    space: dict[str, Parameter] = Field(default_factory=dict)
+
+
+class SweepSpec(_Strict):
+    """A whole sweep. ``name`` names the MLflow experiment and the registered model."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    seed: int = Field(0, ge=0)
+    data: DataSpec = DataSpec()
+    train: TrainConfig = TrainConfig()
+    search: SearchSpec = SearchSpec()
+    output_dir: str = Field("ethicsweep-runs", description="sweeps are written to <output_dir>/<name>")
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db")
+
+    @model_validator(mode="after")
+    def _space_paths_exist(self) -> SweepSpec:
+        for path, parameter in self.search.space.items():
+            probe = parameter.choices[0] if parameter.type == "categorical" else parameter.low
+            if parameter.type == "int":
+                probe = int(probe)
+            try:
+                self.train.with_params({path: probe})
+            except KeyError as exc:
+                raise ValueError(f"search.space: {path!r} names no training parameter ({exc.args[0]})") from None
+            except ValidationError as exc:
+                detail = exc.errors()[0]
+                raise ValueError(f"search.space: {path!r}: value {probe!r} is not allowed: {detail['msg']}") from None
+        return self
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.output_dir).resolve() / self.name
+
+    @property
+    def spec_hash(self) -> str:
+        """SHA-256 of the spec's canonical JSON (key order and formatting do not matter)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    """One line from pydantic's first error: where, what was given, what is allowed."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{source}: unknown field {where!r}; remove it or check its spelling"
+    given = error.get("input")
+    shown = repr(given) if not isinstance(given, dict) else "a mapping"
+    if error["type"] == "missing":
+        return f"{source}: field {where!r} is required"
+    return f"{source}: field {where!r}: {message} (got {shown})"
+
+
+def parse_spec(document: Any, source: str = "spec") -> SweepSpec:
+    """Validate a spec given as a mapping; raise :class:`SpecError` with one line on failure."""
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: a spec must be a YAML mapping of fields (name, data, train, search...), got {type(document).__name__}")
+    try:
+        return SweepSpec.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(_format_error(exc, source)) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path.name}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path.name}: not UTF-8 text") from None
+    return parse_spec(document, source=path.name)
+

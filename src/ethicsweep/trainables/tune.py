@@ -1,0 +1,49 @@
+"""The Ray Tune trainable: :func:`ethicsweep.trainables.train.train` with a report and a
+checkpoint after every epoch. It never touches MLflow; the driver logs what it reports."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import torch
+from ray import tune
+
+from ethicsweep.data import PreparedData
+from ethicsweep.spec import TrainConfig
+from ethicsweep.trainables.checkpoint import load_state, save_state
+from ethicsweep.trainables.train import TrainState, train
+
+#: Result key that carries why a trial stopped early ("" when it ran to the end).
+STOPPED_KEY = "stopped_reason"
+
+
+def trial_device() -> torch.device:
+    """CUDA when Ray gave this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_trial(params: dict[str, Any], *, data: PreparedData, base: TrainConfig) -> None:
+    """Train the model that ``base`` with the searched ``params`` describes.
+
+    Reports every epoch (``loss/*``, ``val/*``, ``epoch``) with a checkpoint; continues
+    from the trial's checkpoint when Ray restores it.
+    """
+    config = base.with_params(params)
+    device = trial_device()
+    n_features = data.train.X.shape[1]
+    checkpoint = tune.get_checkpoint()
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_state(directory, config, n_features, device)
+
+    def report(state: TrainState) -> None:
+        metrics = {**state.history[-1].flat(), STOPPED_KEY: state.stopped or "", "device": device.type}
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(state, directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    state = train(config, data, device=device, state=state, on_epoch=report)
+    if state.stopped:
+        raise RuntimeError(f"training stopped: {state.stopped}")
