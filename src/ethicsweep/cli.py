@@ -58,7 +58,8 @@ OutputOption = Annotated[
 
 def _with_overrides(spec: SweepSpec, overrides: dict[str, Any], source: str) -> SweepSpec:
     """Re-validate ``spec`` with command-line values set (dotted paths; None means unset)."""
-    document = spec.model_dump(mode="json", exclude_unset=False)
+    document = spec.model_dump(mode="json")
+    document["train"].pop("seed")  # follows the top-level seed
     for path, value in overrides.items():
         if value is None:
             continue
@@ -118,13 +119,16 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None
 
 
 def _print_front(front: Any, spec: SweepSpec) -> None:
-    table = Table(title=f"Pareto front of {spec.name} (found on validation, re-evaluated on test)")
+    table = Table(title=f"Pareto front of {spec.name}: found on validation, re-evaluated on test")
     metrics = [o.metric for o in spec.search.objectives]
-    for column in ["alias", "version", "trial", *(f"val {m}" for m in metrics), *(f"test {m}" for m in metrics)]:
-        table.add_column(column, justify="right" if column not in ("alias", "trial") else "left")
+    table.add_column("alias", no_wrap=True)
+    table.add_column("version", justify="right")
+    for split in ("val", "test"):
+        for metric in metrics:
+            table.add_column(f"{split} {metric}", justify="right")
     for _, row in front.iterrows():
         values = [f"{row[f'{s}/{m}']:.4f}" for s in ("val", "test") for m in metrics]
-        table.add_row(row["candidate"], str(row["version"]), row["trial_id"], *values)
+        table.add_row(row["candidate"], str(row["version"]), *values)
     console.print(table)
 
 

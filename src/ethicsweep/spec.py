@@ -189,6 +189,17 @@ class SweepSpec(_Strict):
     output_dir: str = Field("ethicsweep-runs", description="sweeps are written to <output_dir>/<name>")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _train_seed_is_the_sweep_seed(cls, data: Any) -> Any:
+        """One seed for the whole sweep: it is copied into ``train.seed``."""
+        if isinstance(data, dict) and isinstance(data.get("train", {}), dict):
+            train = data.get("train", {})
+            if "seed" in train and train["seed"] != data.get("seed", 0):
+                raise ValueError(f"train.seed ({train['seed']!r}) differs from the top-level seed; set only the top-level seed")
+            data = {**data, "train": {**train, "seed": data.get("seed", 0)}}
+        return data
+
     @model_validator(mode="after")
     def _space_paths_exist(self) -> SweepSpec:
         for path, parameter in self.search.space.items():

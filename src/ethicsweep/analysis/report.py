@@ -42,7 +42,7 @@ def _fmt(value: object) -> str:
 def _table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
 def _label(metric: str, mode: str) -> str:
@@ -64,13 +64,19 @@ def _front_figure(trials: pd.DataFrame, front: pd.DataFrame, split: str, objecti
     ordered = front.sort_values(f"{split}/{x_metric}")
     figure.add_trace(
         go.Scatter(
-            x=ordered[f"{split}/{x_metric}"], y=ordered[f"{split}/{y_metric}"], mode="markers+lines+text",
-            name="front models", text=ordered["candidate"], textposition="top center",
+            x=ordered[f"{split}/{x_metric}"], y=ordered[f"{split}/{y_metric}"],
+            mode="markers+lines+text" if split == "val" else "markers+text",
+            name="front models", text=[c.removeprefix("candidate-") for c in ordered["candidate"]],
+            customdata=ordered[["candidate", "trial_id"]], textposition="top center",
             marker={"color": "#d1495b", "size": 10}, line={"dash": "dot", "color": "#d1495b"},
-            hovertemplate="%{text}<br>%{x:.4f}, %{y:.4f}<extra></extra>",
+            hovertemplate="%{customdata[0]} (trial %{customdata[1]})<br>%{x:.4f}, %{y:.4f}<extra></extra>",
         )
     )
-    title = "validation: every trial, front highlighted" if split == "val" else "test (held out): the front's models"
+    title = (
+        "validation: every trial; the front highlighted, numbered by candidate"
+        if split == "val"
+        else "test (held out): the same front models, numbered by candidate"
+    )
     figure.update_layout(
         title=title, xaxis_title=_label(x_metric, x_mode), yaxis_title=_label(y_metric, y_mode),
         template="plotly_white", height=460, margin={"t": 50, "l": 60, "r": 20, "b": 50},
@@ -107,7 +113,7 @@ def write_report(path: Path, trials: pd.DataFrame, front: pd.DataFrame, context:
                      *context.provenance.keys()],
             "value": [context.dataset, ", ".join(context.sensitive), ", ".join(context.group_names),
                       ", ".join(_label(m, d) for m, d in objectives), f"{ok} finished, {len(failed)} failed",
-                      f"{context.wall_seconds:.0f} s", context.tracking_uri, *context.provenance.values()],
+                      f"{context.wall_seconds:.0f} s", context.tracking_uri, *(v or "(none)" for v in context.provenance.values())],
         }
     )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in context.notes)
@@ -134,7 +140,8 @@ untouched test split; a model's test point can fall off the validation front.</p
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1f2933; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }}
-th, td {{ border: 1px solid #cbd2d9; padding: 0.25rem 0.6rem; text-align: left; }}
+th, td {{ border: 1px solid #cbd2d9; padding: 0.25rem 0.6rem; text-align: left; white-space: nowrap; }}
+.scroll {{ overflow-x: auto; }}
 th {{ background: #f0f4f8; }}
 .figure {{ margin-bottom: 1rem; }}
 .foot {{ color: #616e7c; font-size: 0.85rem; }}

@@ -35,7 +35,8 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     """Rank the trials on validation, re-evaluate the front on test, register it, report it.
 
     Front models are ordered by the first objective, best first: ``candidate-1`` is the best
-    on it. Test metrics come from the checkpointed weights and the untouched test split.
+    on it. Trials with exactly the same objective values count once (the earliest). Test
+    metrics come from the checkpointed weights and the untouched test split.
     """
     if data.test is None:
         raise ValueError("analysis needs the test split: pass the driver's PreparedData, not for_workers()")
@@ -46,7 +47,8 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     ok = (trials["status"] == "ok").to_numpy() if len(trials) else None
     trials["front_rank"] = front_ranks(trials, [(f"val/{m}", d) for m, d in objectives], feasible=ok) if len(trials) else []
 
-    front = trials[trials["front_rank"] == 0].copy()
+    objective_columns = [f"val/{m}" for m, _ in objectives]
+    front = trials[trials["front_rank"] == 0].drop_duplicates(subset=objective_columns).copy()
     first, mode = objectives[0]
     front = front.sort_values(f"val/{first}", ascending=(mode == "min"), kind="stable").reset_index(drop=True)
     configs = [trial_config(spec.train, params) for params in front["params"]]

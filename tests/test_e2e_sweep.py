@@ -1,0 +1,163 @@
+"""End to end: `ethicsweep sweep` on real Adult data, small enough for CI, then the MLflow
+store, the registry and the front are checked against independent computations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+from sklearn.metrics import accuracy_score
+
+from ethicsweep.data import prepare
+from ethicsweep.spec import parse_spec
+
+pytestmark = pytest.mark.e2e
+
+N_TRIALS = 6
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("e2e")
+    spec = {
+        "name": "ci-e2e",
+        "seed": 3,
+        "output_dir": str(root / "runs"),
+        "data": {"dataset": "adult", "sensitive": ["sex"]},
+        "train": {
+            "model": {"kind": "mlp", "hidden": 16},
+            "training": {"epochs": 2, "batch_size": 1024, "lr": 0.003},
+            "terms": [{"kind": "demographic_parity", "weight": 0.5}],
+        },
+        "search": {
+            "searcher": "nsga2",
+            "num_trials": N_TRIALS,
+            "population_size": 3,
+            "max_concurrent": 2,
+            "space": {
+                "terms.demographic_parity.weight": {"type": "float", "low": 0.01, "high": 3.0, "log": True},
+                "training.epochs": {"type": "int", "low": 2, "high": 3},
+            },
+        },
+    }
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep_dir = root / "runs" / "ci-e2e"
+    (run_dir,) = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit()]
+    uri = f"sqlite:///{sweep_dir / 'mlflow.db'}"
+    return {
+        "spec": parse_spec(spec),
+        "run_dir": run_dir,
+        "client": MlflowClient(tracking_uri=uri, registry_uri=uri),
+        "stdout": done.stdout,
+        "trials": pd.read_csv(run_dir / "trials.csv"),
+    }
+
+
+def _runs(sweep: dict) -> list:
+    client = sweep["client"]
+    experiment = client.get_experiment_by_name("ci-e2e")
+    assert experiment is not None
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_one_parent_run_and_a_child_run_per_trial(sweep: dict) -> None:
+    runs = _runs(sweep)
+    parents = [r for r in runs if r.data.tags.get("ethicsweep.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == N_TRIALS
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.data.tags["ethicsweep.trial_id"] for r in children}) == N_TRIALS
+    for run in children + parents:
+        for tag in ("ethicsweep.spec_sha256", "ethicsweep.data_sha256", "ethicsweep.version", "ethicsweep.seed"):
+            assert run.data.tags.get(tag), f"{tag} missing on {run.info.run_id}"
+        assert run.data.tags["ethicsweep.seed"] == "3"
+
+
+def test_child_runs_hold_params_and_per_epoch_metrics(sweep: dict) -> None:
+    client = sweep["client"]
+    children = [r for r in _runs(sweep) if r.data.tags.get("ethicsweep.role") == "trial"]
+    for run in children:
+        epochs = int(run.data.params["training.epochs"])
+        assert epochs in (2, 3)
+        assert 0.01 <= float(run.data.params["terms.demographic_parity.weight"]) <= 3.0
+        assert run.data.params["model.hidden"] == "16"
+        for key in ("val/accuracy", "val/dp_gap", "loss/bce", "loss/demographic_parity", "loss/total"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
+
+
+def test_trials_csv_front_is_exactly_the_non_dominated_set(sweep: dict) -> None:
+    trials = sweep["trials"]
+    assert len(trials) == N_TRIALS and (trials["status"] == "ok").all()
+    acc, gap = trials["val/accuracy"].to_numpy(), trials["val/dp_gap"].to_numpy()
+    dominated = [
+        any(acc[j] >= acc[i] and gap[j] <= gap[i] and (acc[j] > acc[i] or gap[j] < gap[i]) for j in range(len(acc)))
+        for i in range(len(acc))
+    ]
+    assert list(trials["front_rank"] == 0) == [not d for d in dominated]
+
+
+def _independent_test_metrics(version_dir: Path, spec) -> tuple[float, float]:
+    """Rebuild the network by hand from the version's files and score the test split."""
+    config = json.loads((version_dir / "train_config.json").read_text())
+    weights = load_file(version_dir / "model.safetensors")
+    data = prepare(spec.data, spec.seed)
+    x = torch.as_tensor(data.test.X)
+    hidden = torch.relu(x @ weights["0.weight"].T + weights["0.bias"])
+    proba = torch.sigmoid(hidden @ weights["2.weight"].T + weights["2.bias"]).ravel().numpy()
+    y_hat = (proba >= config["model"]["threshold"]).astype(int)
+    frame = pd.DataFrame({"y_hat": y_hat, "group": data.test.groups})
+    rates = frame.groupby("group")["y_hat"].mean()
+    return accuracy_score(data.test.y, y_hat), float(rates.max() - rates.min())
+
+
+def test_front_models_are_registered_with_test_metrics_that_reproduce(sweep: dict, tmp_path: Path) -> None:
+    client, trials = sweep["client"], sweep["trials"]
+    front = trials[trials["front_rank"] == 0]
+    versions = client.search_model_versions("name='ci-e2e'")
+    assert len(versions) == len(front) >= 1
+    assert {v.tags["trial_id"] for v in versions} == set(front["trial_id"])
+    model = client.get_registered_model("ci-e2e")
+    assert set(model.aliases) == {f"candidate-{k}" for k in range(1, len(front) + 1)}
+    for version in versions:
+        for key in ("val/accuracy", "val/dp_gap", "test/accuracy", "test/dp_gap", "test/eo_gap", "front_rank"):
+            assert key in version.tags, key
+        local = client.download_artifacts(version.run_id, "model", str(tmp_path / str(version.version)))
+        accuracy, dp_gap = _independent_test_metrics(Path(local), sweep["spec"])
+        assert float(version.tags["test/accuracy"]) == pytest.approx(accuracy, abs=1e-5)
+        assert float(version.tags["test/dp_gap"]) == pytest.approx(dp_gap, abs=1e-5)
+
+
+def test_report_is_self_contained(sweep: dict) -> None:
+    page = (sweep["run_dir"] / "report.html").read_text()
+    assert "ethicsweep report: ci-e2e" in page
+    assert "<script src=" not in page  # plotly.js is inline: the page opens offline
+    assert "Plotly.newPlot" in page
+    assert "report.html" in sweep["stdout"]
+
+
+def test_a_bad_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nsearch: {num_trials: -3}\n")
+    done = subprocess.run([sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "search.num_trials" in lines[0] and "-3" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
