@@ -305,6 +305,13 @@ def test_positive_label_not_present(tmp_path):
     assert "'yes'" in str(info.value)
 
 
+def test_csv_not_utf8(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("name,y\nJos\xe9,1\nAna,0\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin.csv"):
+        load_table(path, "y", 1)
+
+
 def test_unreadable_gzip(tmp_path):
     path = tmp_path / "bad.csv.gz"
     path.write_bytes(b"not gzip at all")

@@ -229,8 +229,10 @@ class SweepSpec(_Strict):
 def _format_error(exc: ValidationError, source: str) -> str:
     """One line from pydantic's first error: where, what was given, what is allowed."""
     error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    where = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
+    if not where:  # a check across fields: its message names the field and the value
+        return f"{source}: {message}"
     if error["type"] == "extra_forbidden":
         return f"{source}: unknown field {where!r}; remove it or check its spelling"
     given = error.get("input")

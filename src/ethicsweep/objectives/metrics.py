@@ -9,6 +9,7 @@ counted as 0; a gap over fewer than two defined groups is NaN.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -193,11 +194,14 @@ def evaluate(
     y_pred = (proba >= threshold).astype(np.int64)
     rates = GroupRates.compute(y_true, y_pred, groups, names, min_group_size)
     both_classes = len(np.unique(y_true)) == 2
+    with warnings.catch_warnings():  # one class: scikit-learn warns, and still defines the value
+        warnings.simplefilter("ignore", UserWarning)
+        balanced_accuracy = float(skm.balanced_accuracy_score(y_true, y_pred))
     values = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if both_classes else float("nan"),
+        "balanced_accuracy": balanced_accuracy,
         "roc_auc": float(skm.roc_auc_score(y_true, proba)) if both_classes else float("nan"),
-        "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "log_loss": float(skm.log_loss(y_true, proba, labels=[0, 1])),
         "dp_gap": dp_gap(rates),
         "eopp_gap": eopp_gap(rates),
         "eo_gap": eo_gap(rates),

@@ -7,7 +7,7 @@ they are used; its pickled state holds the study's finished trials, from which t
 is rebuilt on restore.
 
 A trial that errors, reports no value, or reports NaN/∞ for an objective is told to Optuna
-as FAIL (with the reason as a user attribute): it never stays RUNNING.
+as FAIL (the reason is kept in ``fail_reasons``): it never stays RUNNING.
 """
 
 from __future__ import annotations
@@ -41,6 +41,18 @@ class SamplerSpec:
         raise ValueError(f"unknown sampler {self.name!r}; allowed: nsga2, random")
 
 
+def objective_problem(result: dict | None, keys: list[str]) -> str | None:
+    """Why ``result`` cannot be told to a searcher (no result, or an objective that is
+    missing, NaN or infinite), or None when every objective is a finite number."""
+    if not result:
+        return "the trial reported no result"
+    for key in keys:
+        value = result.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"objective {key} is {value!r}, not a finite number"
+    return None
+
+
 class OptunaSearcher(Searcher):
     """Suggests flat configurations ``{dotted path: value}`` from an Optuna study.
 
@@ -54,6 +66,7 @@ class OptunaSearcher(Searcher):
         self._objectives = list(objectives)
         self._sampler_spec = sampler
         self._numbers: dict[str, int] = {}
+        self.fail_reasons: dict[str, str] = {}
         self._saved_trials: list[optuna.trial.FrozenTrial] = []
         self._study: optuna.Study | None = None
 
@@ -80,25 +93,12 @@ class OptunaSearcher(Searcher):
         number = self._numbers.get(trial_id)
         if number is None or self.study.trials[number].state.is_finished():
             return
-        values, reason = self._values(result, error)
+        reason = "the trial raised an error" if error else objective_problem(result, [k for k, _ in self._objectives])
         if reason:
-            self.study.set_trial_user_attr(number, "fail_reason", reason)
+            self.fail_reasons[trial_id] = reason
             self.study.tell(number, state=TrialState.FAIL)
         else:
-            self.study.tell(number, values)
-
-    def _values(self, result: dict | None, error: bool) -> tuple[list[float], str | None]:
-        if error:
-            return [], "the trial raised an error"
-        if not result:
-            return [], "the trial reported no result"
-        values = []
-        for key, _ in self._objectives:
-            value = result.get(key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                return [], f"objective {key} is {value!r}, not a finite number"
-            values.append(float(value))
-        return values, None
+            self.study.tell(number, [float(result[key]) for key, _ in self._objectives])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from ethicsweep.data import PreparedData
-from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec
+from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec, objective_problem
 from ethicsweep.search.space import to_distributions
 from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, provenance_tags
 from ethicsweep.spec import SweepSpec
@@ -64,8 +64,8 @@ def connect(address: str | None = None) -> None:
 class _TrialCollector(tune.Callback):
     """Keeps each trial's final state and forwards progress to an optional hook."""
 
-    def __init__(self, total: int, run_ids: dict[str, str], hook: Callable[[TrialEvent], None] | None):
-        self.total, self.run_ids, self.hook = total, run_ids, hook
+    def __init__(self, total: int, objective_keys: list[str], run_ids: dict[str, str], hook: Callable[[TrialEvent], None] | None):
+        self.total, self.objective_keys, self.run_ids, self.hook = total, objective_keys, run_ids, hook
         self.rows: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -95,7 +95,8 @@ class _TrialCollector(tune.Callback):
         self._emit(trial, "done" if status == "ok" else "error", last)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._record(trial, "ok", "")
+        problem = objective_problem(trial.last_result, self.objective_keys)
+        self._record(trial, "ok" if problem is None else "failed", problem or "")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         error = trial.get_error()
@@ -137,7 +138,7 @@ def run_sweep(
         SamplerSpec(search.searcher, spec.seed, search.population_size),
     )
     logger = MlflowTrialLogger(tracker, spec.train, tags)
-    collector = _TrialCollector(search.num_trials, logger.run_ids, on_event)
+    collector = _TrialCollector(search.num_trials, [k for k, _ in objectives], logger.run_ids, on_event)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data.for_workers(), base=spec.train),
         {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
