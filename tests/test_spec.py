@@ -69,7 +69,7 @@ def test_unknown_term_kind():
 def test_space_path_naming_no_parameter():
     message = spec_error({"name": "x", "search": {"space": {"training.momentum": {"type": "float", "low": 0.1, "high": 0.9}}}})
     assert "search.space" in message
-    assert "'training.momentum'" in message
+    assert "search.space.training.momentum" in message
 
 
 def test_space_path_error_attributed_to_its_field():
@@ -82,13 +82,13 @@ def test_space_path_error_attributed_to_its_field():
 def test_space_path_naming_absent_term():
     message = spec_error({"name": "x", "search": {"space": {"terms.dp.weight": {"type": "float", "low": 0.0, "high": 1.0}}}})
     assert "search.space" in message
-    assert "'terms.dp.weight'" in message
+    assert "search.space.terms.dp.weight" in message
 
 
 def test_space_value_not_allowed_for_parameter():
     # model.hidden must be >= 1: a range starting at 0 is refused
     message = spec_error({"name": "x", "search": {"space": {"model.hidden": {"type": "int", "low": 0, "high": 8}}}})
-    assert "'model.hidden'" in message
+    assert "search.space.model.hidden" in message
     assert "0" in message
 
 

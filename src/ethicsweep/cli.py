@@ -134,7 +134,7 @@ def _print_front(front: Any, spec: SweepSpec) -> None:
 
 @app.command()
 def demo(
-    trials: Annotated[int | None, typer.Option(min=1, help="Number of trials (default 32).")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Number of trials (default 64).")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed for splits, searcher and training (default 0).")] = None,
     output_dir: OutputOption = None,
     address: AddressOption = None,

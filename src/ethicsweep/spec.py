@@ -131,6 +131,14 @@ class Parameter(_Strict):
     log: bool = False
     choices: list[str | int | float | bool] | None = None
 
+    def extremes(self) -> list[Any]:
+        """The values that bound this parameter: its range's ends, or every choice."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
     @model_validator(mode="after")
     def _check(self) -> Parameter:
         if self.type == "categorical":
@@ -203,16 +211,14 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _space_paths_exist(self) -> SweepSpec:
         for path, parameter in self.search.space.items():
-            probe = parameter.choices[0] if parameter.type == "categorical" else parameter.low
-            if parameter.type == "int":
-                probe = int(probe)
-            try:
-                self.train.with_params({path: probe})
-            except KeyError as exc:
-                raise ValueError(f"search.space: {path!r} names no training parameter ({exc.args[0]})") from None
-            except ValidationError as exc:
-                detail = exc.errors()[0]
-                raise ValueError(f"search.space: {path!r}: value {probe!r} is not allowed: {detail['msg']}") from None
+            for probe in parameter.extremes():
+                try:
+                    self.train.with_params({path: probe})
+                except KeyError as exc:
+                    raise ValueError(f"search.space.{path}: names no training parameter ({exc.args[0]})") from None
+                except ValidationError as exc:
+                    detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"search.space.{path}: the value {probe!r} is not allowed: {detail}") from None
         return self
 
     @property
