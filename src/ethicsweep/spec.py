@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ethicsweep.errors import SpecError
 from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
+from ethicsweep.objectives.registry import TERM_KINDS, TermSpec
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -61,21 +62,6 @@ class TrainingSpec(_Strict):
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
-
-
-TermKind = Literal["demographic_parity", "equalized_odds"]
-
-
-class TermSpec(_Strict):
-    """One loss term added to binary cross-entropy; ``weight`` multiplies its penalty."""
-
-    kind: TermKind
-    name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="defaults to kind")
-    weight: float = Field(1.0, ge=0.0)
-
-    @property
-    def key(self) -> str:
-        return self.name or self.kind
 
 
 class TrainConfig(_Strict):
@@ -235,8 +221,16 @@ class SweepSpec(_Strict):
 def _format_error(exc: ValidationError, source: str) -> str:
     """One line from pydantic's first error: where, what was given, what is allowed."""
     error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
+    loc = list(error["loc"])
+    # a discriminated union puts the term kind into the location: terms.0.<kind>.weight
+    loc = [part for i, part in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and part in TERM_KINDS)]
+    where = ".".join(str(part) for part in loc)
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "union_tag_not_found":
+        return f"{source}: field '{where}.kind' is required; allowed: {', '.join(TERM_KINDS)}"
+    if error["type"] == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return f"{source}: field '{where}.kind': unknown term kind {tag!r}; allowed: {', '.join(TERM_KINDS)}"
     if not where:  # a check across fields: its message names the field and the value
         return f"{source}: {message}"
     if error["type"] == "extra_forbidden":

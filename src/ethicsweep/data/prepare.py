@@ -24,11 +24,13 @@ MAX_ABS_FEATURE = 1e30
 
 @dataclass(frozen=True)
 class Split:
-    """One split as arrays: features (float32), labels (0/1 float32), group codes (int64)."""
+    """One split as arrays: features (float32), labels (0/1 float32), group codes (int64),
+    and context codes (int64) when the spec names a context column."""
 
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray
+    context: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -48,6 +50,7 @@ class PreparedData:
     sha256: str
     sensitive: tuple[str, ...]
     preprocessor: ColumnTransformer | None = None
+    context_names: tuple[str, ...] = ()
 
     def for_workers(self) -> PreparedData:
         """A copy without the test split and the fitted preprocessor: what trials may see."""
@@ -168,9 +171,12 @@ def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedDa
     preprocessor = _preprocessor(frame, features)
     preprocessor.fit(frame.iloc[train_idx][features])
 
+    context_names, context_codes = _context_codes(frame, spec.context)
+
     def split(rows: np.ndarray) -> Split:
         X = preprocessor.transform(frame.iloc[rows][features]).astype(np.float32)
-        return Split(X=X, y=y[rows], groups=groups.codes[rows])
+        context = context_codes[rows] if context_codes is not None else None
+        return Split(X=X, y=y[rows], groups=groups.codes[rows], context=context)
 
     return PreparedData(
         name=table.name,
@@ -183,4 +189,14 @@ def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedDa
         sha256=table.sha256,
         sensitive=tuple(sensitive),
         preprocessor=preprocessor,
+        context_names=context_names,
     )
+
+
+def _context_codes(frame: pd.DataFrame, column: str | None) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """Codes of the context column's values (a missing value is the context ``missing``)."""
+    if column is None:
+        return (), None
+    values = frame[column].astype(object).where(frame[column].notna(), "missing").astype(str).to_numpy()
+    names, codes = np.unique(values, return_inverse=True)
+    return tuple(str(n) for n in names), codes.astype(np.int64)

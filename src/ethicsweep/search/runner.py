@@ -89,7 +89,7 @@ class _TrialCollector(tune.Callback):
             "checkpoint": trial.checkpoint.path if trial.checkpoint is not None else "",
             "params": json.dumps(trial.config, sort_keys=True),
             **{f"param:{k}": v for k, v in trial.config.items()},
-            **{k: v for k, v in last.items() if k.startswith(("val/", "loss/"))},
+            **{k: v for k, v in last.items() if k.startswith(("val/", "loss/", "lambda/", "grad_share/"))},
         }
         self.rows[trial.trial_id] = row
         self._emit(trial, "done" if status == "ok" else "error", last)

@@ -25,7 +25,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ethicsweep.trial_id"
 #: Result keys logged as per-epoch metrics.
-METRIC_PREFIXES = ("loss/", "val/", "epoch_seconds")
+METRIC_PREFIXES = ("loss/", "lambda/", "grad_share/", "val/", "epoch_seconds")
 MAX_PARAM_LENGTH = 6000
 
 

@@ -11,30 +11,53 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ethicsweep.data import PreparedData
 from ethicsweep.spec import ModelSpec, TrainConfig
 from ethicsweep.trainables.models import build_model
 from ethicsweep.trainables.train import EpochReport, TrainState, init_state
 
-MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "state.json"
+MODEL_FILE = "model.safetensors"
+TERMS_FILE = "terms.safetensors"  # parameters of terms (e.g. an adversary) and multipliers
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+
+
+def _tensors(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module_state.items()}
 
 
 def save_state(state: TrainState, directory: str | Path) -> None:
     """Write ``state`` into ``directory`` (created if absent)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
-    save_file(weights, directory / MODEL_FILE)
-    torch.save(state.optimizer.state_dict(), directory / OPTIMIZER_FILE)
+    save_file(_tensors(state.model.state_dict()), directory / MODEL_FILE)
+    terms = {f"objective.{k}": v for k, v in _tensors(state.objective.state_dict()).items()}
+    for name, multiplier in state.problem.named_multipliers():
+        terms.update({f"multiplier.{name}.{k}": v for k, v in _tensors(multiplier.state_dict()).items()})
+    save_file(terms, directory / TERMS_FILE)
+    optimizers = state.optimizer.state_dict()
+    torch.save(
+        {"primal": list(optimizers["primal_optimizer_states"]), "dual": list(optimizers["dual_optimizer_states"] or [])},
+        directory / OPTIMIZER_FILE,
+    )
     progress = {"epoch": state.epoch, "stopped": state.stopped, "history": [asdict(r) for r in state.history]}
     (directory / STATE_FILE).write_text(json.dumps(progress))
 
 
-def load_state(directory: str | Path, config: TrainConfig, n_features: int, device: str | torch.device = "cpu") -> TrainState:
-    """Rebuild the model and optimizer of ``config`` and load a checkpoint into them."""
+def load_state(directory: str | Path, config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu") -> TrainState:
+    """Rebuild the model, objective and optimizers of ``config`` and load a checkpoint into them."""
     directory = Path(directory)
-    state = init_state(config, n_features, device)
+    state = init_state(config, data, device)
     state.model.load_state_dict(load_file(directory / MODEL_FILE, device=str(device)))
-    state.optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, map_location=device, weights_only=True))
+    terms = load_file(directory / TERMS_FILE, device=str(device))
+    state.objective.load_state_dict({k.removeprefix("objective."): v for k, v in terms.items() if k.startswith("objective.")})
+    for name, multiplier in state.problem.named_multipliers():
+        prefix = f"multiplier.{name}."
+        multiplier.load_state_dict({k.removeprefix(prefix): v for k, v in terms.items() if k.startswith(prefix)})
+    optimizers = torch.load(directory / OPTIMIZER_FILE, map_location=device, weights_only=True)
+    state.optimizer.load_state_dict(
+        {"primal_optimizer_states": optimizers["primal"], "dual_optimizer_states": optimizers["dual"] or None}
+    )
     progress = json.loads((directory / STATE_FILE).read_text())
     state.epoch, state.stopped = progress["epoch"], progress["stopped"]
     state.history = [EpochReport(**r) for r in progress["history"]]

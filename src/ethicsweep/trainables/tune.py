@@ -31,12 +31,11 @@ def run_trial(params: dict[str, Any], *, data: PreparedData, base: TrainConfig) 
     """
     config = base.with_params(params)
     device = trial_device()
-    n_features = data.train.X.shape[1]
     checkpoint = tune.get_checkpoint()
     state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_state(directory, config, n_features, device)
+            state = load_state(directory, config, data, device)
 
     def report(state: TrainState) -> None:
         metrics = {**state.history[-1].flat(), STOPPED_KEY: state.stopped or "", "device": device.type}
