@@ -298,6 +298,7 @@ def test_evaluate_reports_every_metric():
     assert set(report.values) == {
         "accuracy", "balanced_accuracy", "roc_auc", "log_loss",
         "dp_gap", "eopp_gap", "eo_gap", "error_gap", "worst_group_accuracy",
+        "harm", "confident_error_rate", "coverage", "selective_risk", "ece",
     }  # fmt: skip
 
 

@@ -520,7 +520,7 @@ def test_spec_builds_its_term(spec_class, kind, term_class):
 
 
 def test_registry_picks_the_spec_by_kind():
-    assert set(TERM_KINDS) == {"demographic_parity", "equal_opportunity", "equalized_odds", "error_rate_parity"}
+    assert {"demographic_parity", "equal_opportunity", "equalized_odds", "error_rate_parity"} <= set(TERM_KINDS)
     spec = TypeAdapter(TermSpec).validate_python({"kind": "equalized_odds", "name": "eo", "weight": 0.25})
     assert isinstance(spec, EqualizedOddsSpec)
     assert spec.key == "eo" and spec.weight == 0.25

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ethicsweep.errors import SpecError
+from ethicsweep.objectives.costs import CostModel
 from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
 from ethicsweep.objectives.registry import TERM_KINDS, TermSpec
 
@@ -55,6 +56,10 @@ class ModelSpec(_Strict):
     layers: int = Field(1, ge=1, le=8, description="hidden layers (mlp)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="decision threshold t: y_hat = 1[p >= t]")
+    abstain: Literal["none", "rule", "trained"] = Field(
+        "none", description="route rows to a person: never, by a rule on uncertainty, or by a trained abstain output"
+    )
+    abstain_confidence: float = Field(0.6, gt=0.5, le=1.0, description="rule: abstain when max(p, 1 - p) is below this")
 
 
 class TrainingSpec(_Strict):
@@ -70,6 +75,7 @@ class TrainConfig(_Strict):
     model: ModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()
     terms: list[TermSpec] = Field(default_factory=list)
+    harm: CostModel = CostModel()
     seed: int = 0
 
     @field_validator("terms")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ethicsweep.data import PreparedData, Split
-from ethicsweep.objectives import MetricReport, evaluate
+from ethicsweep.objectives import MetricReport
 from ethicsweep.spec import TrainConfig
 from ethicsweep.trainables.checkpoint import MODEL_FILE, load_model
-from ethicsweep.trainables.models import predict_proba
+from ethicsweep.trainables.scoring import score
 
 
 def trial_config(base: TrainConfig, params_json: str) -> TrainConfig:
@@ -22,5 +20,4 @@ def trial_config(base: TrainConfig, params_json: str) -> TrainConfig:
 def evaluate_checkpoint(checkpoint: str | Path, config: TrainConfig, data: PreparedData, split: Split) -> MetricReport:
     """Every metric of the checkpointed model of ``config`` on ``split``."""
     model = load_model(Path(checkpoint) / MODEL_FILE, config.model, data.train.X.shape[1])
-    proba = predict_proba(model, torch.as_tensor(split.X)).numpy()
-    return evaluate(split.y, proba, split.groups, data.group_names, config.model.threshold, data.min_group_size)
+    return score(model, config, data, split)

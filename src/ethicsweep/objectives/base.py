@@ -10,13 +10,15 @@ Lagrange multiplier adapts during training.
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
+
+from ethicsweep.objectives.costs import CostModel
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class TermContext:
     min_group_size: int = 30
     context_names: tuple[str, ...] = ()
     threshold: float = 0.5  # the model's decision threshold t
+    harm: CostModel = field(default_factory=CostModel)
 
     @property
     def n_groups(self) -> int:

@@ -30,6 +30,11 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "eo_gap": "min",
     "error_gap": "min",
     "worst_group_accuracy": "max",
+    "harm": "min",
+    "confident_error_rate": "min",
+    "coverage": "max",
+    "selective_risk": "min",
+    "ece": "min",
 }
 
 RATES = ("selection_rate", "tpr", "fpr", "error_rate", "accuracy")
@@ -163,6 +168,43 @@ def worst_group_accuracy(rates: GroupRates) -> float:
     return float(values.min()) if len(values) else float("nan")
 
 
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5, bins: int = 15) -> float:
+    """ECE over ``bins`` equal-width bins of [0, 1] on the predicted class's confidence.
+
+    The predicted class is 1[p >= threshold]; its confidence is p for class 1, 1 − p for
+    class 0. A confidence of exactly 1.0 falls in the last bin.
+    ECE = Σ_b (n_b / n) · |accuracy_b − mean confidence_b|.
+    """
+    y_true, proba = np.asarray(y_true).ravel(), np.asarray(proba, dtype=np.float64).ravel()
+    y_pred = proba >= threshold
+    confidence = np.where(y_pred, proba, 1 - proba)
+    correct = (y_pred == (y_true == 1)).astype(np.float64)
+    index = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    filled = counts > 0
+    accuracy = np.bincount(index, weights=correct, minlength=bins)[filled] / counts[filled]
+    mean_confidence = np.bincount(index, weights=confidence, minlength=bins)[filled] / counts[filled]
+    return float(np.sum(counts[filled] / len(proba) * np.abs(accuracy - mean_confidence)))
+
+
+def harm(
+    y_true: np.ndarray,
+    decisions: np.ndarray,
+    groups: np.ndarray,
+    matrices: np.ndarray,
+    group_weights: np.ndarray,
+    context: np.ndarray | None = None,
+) -> float:
+    """Mean over rows of group_weight[g] · C_ctx[y, decision]; decisions 0, 1 or 2 (abstain).
+
+    ``matrices`` has shape (n_contexts, 2, 3); without ``context`` every row uses matrix 0.
+    """
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    context = np.zeros_like(y_true) if context is None else np.asarray(context).astype(np.int64)
+    costs = np.asarray(matrices)[context, y_true, np.asarray(decisions).astype(np.int64)]
+    return float(np.mean(np.asarray(group_weights)[np.asarray(groups).astype(np.int64)] * costs))
+
+
 @dataclass(frozen=True)
 class MetricReport:
     """All metrics of one model on one split, with the per-group table they came from."""
@@ -177,6 +219,9 @@ class MetricReport:
         return tuple(k for k, v in self.values.items() if np.isnan(v))
 
 
+DEFAULT_COSTS = np.array([[[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]]])
+
+
 def evaluate(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -184,19 +229,37 @@ def evaluate(
     names: tuple[str, ...] | list[str] | None = None,
     threshold: float = 0.5,
     min_group_size: int = 30,
+    *,
+    abstain: np.ndarray | None = None,
+    context: np.ndarray | None = None,
+    cost_matrices: np.ndarray | None = None,
+    cost_group_weights: np.ndarray | None = None,
+    confidence_threshold: float = 0.9,
 ) -> MetricReport:
     """Every metric in :data:`METRIC_DIRECTIONS` from predicted probabilities P(y=1).
 
-    ``y_hat = 1[proba >= threshold]``. ``roc_auc`` is NaN when ``y_true`` has one class.
+    ``y_hat = 1[proba >= threshold]``; ``abstain`` marks rows the model routes to a person
+    (none by default). Accuracy, the group rates and ECE are over every row's ``y_hat``;
+    ``coverage`` is the share not abstained, ``selective_risk`` the error rate on those
+    (NaN when none is covered), ``harm`` the mean cost of the decisions taken (abstain
+    included) under ``cost_matrices`` (shape (n_contexts, 2, 3), default: 1 per error,
+    0.5 per abstention) scaled by ``cost_group_weights`` (default 1).
+    ``confident_error_rate`` is the share of rows decided wrongly (not abstained) with
+    max(p, 1 − p) >= ``confidence_threshold``. ``roc_auc`` is NaN when ``y_true`` has one
+    class. ``groups`` holds labels, or codes into ``names`` when ``names`` is given.
     """
     y_true = np.asarray(y_true).astype(np.int64).ravel()
     proba = np.asarray(proba, dtype=np.float64).ravel()
     y_pred = (proba >= threshold).astype(np.int64)
     rates = GroupRates.compute(y_true, y_pred, groups, names, min_group_size)
+    covered = np.ones_like(y_true, dtype=bool) if abstain is None else ~np.asarray(abstain, dtype=bool).ravel()
+    wrong = y_pred != y_true
     both_classes = len(np.unique(y_true)) == 2
     with warnings.catch_warnings():  # one class: scikit-learn warns, and still defines the value
         warnings.simplefilter("ignore", UserWarning)
         balanced_accuracy = float(skm.balanced_accuracy_score(y_true, y_pred))
+    codes = np.unique(np.asarray(groups).ravel(), return_inverse=True)[1] if names is None else np.asarray(groups)
+    n_groups = len(rates.names)
     values = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": balanced_accuracy,
@@ -207,11 +270,23 @@ def evaluate(
         "eo_gap": eo_gap(rates),
         "error_gap": error_gap(rates),
         "worst_group_accuracy": worst_group_accuracy(rates),
+        "harm": harm(
+            y_true,
+            np.where(covered, y_pred, 2),
+            codes,
+            DEFAULT_COSTS if cost_matrices is None else cost_matrices,
+            np.ones(n_groups) if cost_group_weights is None else cost_group_weights,
+            context,
+        ),
+        "confident_error_rate": float(np.mean(covered & wrong & (np.maximum(proba, 1 - proba) >= confidence_threshold))),
+        "coverage": float(np.mean(covered)),
+        "selective_risk": float(np.mean(wrong[covered])) if covered.any() else float("nan"),
+        "ece": expected_calibration_error(y_true, proba, threshold),
     }
     notes = []
     if rates.left_out:
         notes.append(f"left out of gaps (fewer than {min_group_size} rows): {', '.join(rates.left_out)}")
     undefined = [k for k, v in values.items() if np.isnan(v)]
     if undefined:
-        notes.append(f"undefined (fewer than two defined groups or one class): {', '.join(undefined)}")
+        notes.append(f"undefined (fewer than two defined groups, one class, or nothing covered): {', '.join(undefined)}")
     return MetricReport(values=values, rates=rates, notes=tuple(notes))

@@ -7,8 +7,9 @@ from typing import Annotated, Union, get_args
 from pydantic import Field
 
 from ethicsweep.objectives.fairness import FAIRNESS_SPECS
+from ethicsweep.objectives.harm import HARM_SPECS
 
-TERM_SPECS = (*FAIRNESS_SPECS,)
+TERM_SPECS = (*FAIRNESS_SPECS, *HARM_SPECS)
 
 #: A term spec: the ``kind`` field picks the model that validates the rest.
 TermSpec = Annotated[Union[TERM_SPECS], Field(discriminator="kind")]  # noqa: UP007

@@ -1,7 +1,9 @@
-"""PyTorch models that map a feature vector to one logit of P(y=1)."""
+"""PyTorch models that map a feature vector to a logit of P(y=1), and, with a trained
+abstain option, a second logit of P(abstain)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,26 +13,46 @@ from ethicsweep.spec import ModelSpec
 def build_model(spec: ModelSpec, n_features: int) -> nn.Module:
     """Logistic regression (one linear layer) or an MLP with ReLU hidden layers.
 
-    No BatchNorm, so the same models can train under DP-SGD.
+    The output is (n,) logits, or (n, 2) logits — class, abstain — when
+    ``spec.abstain == "trained"``. No BatchNorm, so the same models can train under DP-SGD.
     """
-    if spec.kind == "logistic":
-        return nn.Sequential(nn.Linear(n_features, 1), nn.Flatten(0))
+    outputs = 2 if spec.abstain == "trained" else 1
     layers: list[nn.Module] = []
     width = n_features
-    for _ in range(spec.layers):
-        layers += [nn.Linear(width, spec.hidden), nn.ReLU()]
-        if spec.dropout:
-            layers.append(nn.Dropout(spec.dropout))
-        width = spec.hidden
-    layers += [nn.Linear(width, 1), nn.Flatten(0)]
+    if spec.kind == "mlp":
+        for _ in range(spec.layers):
+            layers += [nn.Linear(width, spec.hidden), nn.ReLU()]
+            if spec.dropout:
+                layers.append(nn.Dropout(spec.dropout))
+            width = spec.hidden
+    layers.append(nn.Linear(width, outputs))
+    if outputs == 1:
+        layers.append(nn.Flatten(0))
     return nn.Sequential(*layers)
 
 
+def split_outputs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(class logits, abstain logits or None) from a model's output."""
+    return (out[:, 0], out[:, 1]) if out.dim() == 2 else (out, None)
+
+
 @torch.no_grad()
-def predict_proba(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """P(y=1) for every row of ``X``, in evaluation mode, in batches."""
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray | None]:
+    """P(y=1) for every row of ``X`` and, with a trained abstain output, P(abstain)."""
     was_training = model.training
     model.eval()
-    out = torch.cat([torch.sigmoid(model(X[i : i + batch_size])) for i in range(0, len(X), batch_size)])
+    out = torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
     model.train(was_training)
-    return out
+    logits, abstain = split_outputs(out)
+    proba = torch.sigmoid(logits).cpu().numpy()
+    return proba, (torch.sigmoid(abstain).cpu().numpy() if abstain is not None else None)
+
+
+def abstain_mask(spec: ModelSpec, proba: np.ndarray, abstain_proba: np.ndarray | None) -> np.ndarray | None:
+    """Rows routed to a person: by the rule max(p, 1 − p) < ``abstain_confidence``, or where
+    the trained abstain output is >= 0.5; None when the model never abstains."""
+    if spec.abstain == "rule":
+        return np.maximum(proba, 1 - proba) < spec.abstain_confidence
+    if spec.abstain == "trained":
+        return abstain_proba >= 0.5
+    return None

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ethicsweep.data import PreparedData, Split
-from ethicsweep.objectives import evaluate
 from ethicsweep.objectives.base import Batch, TermContext
 from ethicsweep.objectives.composite import NonFiniteLoss, Objective, ObjectiveProblem, gradient_shares
 from ethicsweep.spec import TrainConfig
-from ethicsweep.trainables.models import build_model, predict_proba
+from ethicsweep.trainables.models import build_model, split_outputs
+from ethicsweep.trainables.scoring import score
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TrainState:
 def term_context(data: PreparedData, config: TrainConfig) -> TermContext:
     """What the terms may know of the data: groups and their training counts, contexts."""
     counts = np.bincount(data.train.groups, minlength=len(data.group_names))
-    return TermContext(data.group_names, counts, data.min_group_size, data.context_names, config.model.threshold)
+    return TermContext(data.group_names, counts, data.min_group_size, data.context_names, config.model.threshold, config.harm)
 
 
 def init_state(config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu") -> TrainState:
@@ -92,13 +92,6 @@ def _tensors(split: Split, device: str | torch.device) -> dict[str, torch.Tensor
         "groups": torch.as_tensor(split.groups, device=device),
         "context": torch.as_tensor(split.context, device=device) if split.context is not None else None,
     }
-
-
-def validation_metrics(model: nn.Module, data: PreparedData, threshold: float, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Every exact metric of ``model`` on the validation split."""
-    X = torch.as_tensor(data.validation.X, device=device)
-    proba = predict_proba(model, X).cpu().numpy()
-    return evaluate(data.validation.y, proba, data.validation.groups, data.group_names, threshold, data.min_group_size).values
 
 
 def train(
@@ -126,7 +119,8 @@ def train(
     def batch_of(rows: torch.Tensor) -> Callable[[], Batch]:
         def make() -> Batch:
             context = tensors["context"][rows] if tensors["context"] is not None else None
-            return Batch(model(tensors["X"][rows]), tensors["y"][rows], tensors["groups"][rows], context)
+            logits, abstain_logits = split_outputs(model(tensors["X"][rows]))
+            return Batch(logits, tensors["y"][rows], tensors["groups"][rows], context, abstain_logits)
 
         return make
 
@@ -157,7 +151,7 @@ def train(
             EpochReport(
                 epoch=state.epoch,
                 losses={name: value / batches for name, value in sums.items()},
-                validation=validation_metrics(model, data, config.model.threshold, device),
+                validation=score(model, config, data, data.validation, device).values,
                 seconds=time.perf_counter() - started,
                 multipliers=problem.multiplier_values(),
                 grad_shares=shares,
