@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ethicsweep.data import PreparedData, Split
+from ethicsweep.data import PreparedData
 from ethicsweep.objectives import MetricReport
 from ethicsweep.spec import TrainConfig
 from ethicsweep.trainables.checkpoint import MODEL_FILE, load_model
-from ethicsweep.trainables.scoring import score
+from ethicsweep.trainables.scoring import test_metrics
 
 
 def trial_config(base: TrainConfig, params_json: str) -> TrainConfig:
@@ -17,7 +17,7 @@ def trial_config(base: TrainConfig, params_json: str) -> TrainConfig:
     return base.with_params(json.loads(params_json))
 
 
-def evaluate_checkpoint(checkpoint: str | Path, config: TrainConfig, data: PreparedData, split: Split) -> MetricReport:
-    """Every metric of the checkpointed model of ``config`` on ``split``."""
+def evaluate_checkpoint(checkpoint: str | Path, config: TrainConfig, data: PreparedData) -> MetricReport:
+    """Every metric of the checkpointed model of ``config`` on the test split."""
     model = load_model(Path(checkpoint) / MODEL_FILE, config.model, data.train.X.shape[1])
-    return score(model, config, data, split)
+    return test_metrics(model, config, data)

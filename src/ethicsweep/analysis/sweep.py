@@ -55,7 +55,7 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     notes: set[str] = set()
     test_rows = []
     for (_, row), config in zip(front.iterrows(), configs):
-        report = evaluate_checkpoint(row["checkpoint"], config, data, data.test)
+        report = evaluate_checkpoint(row["checkpoint"], config, data)
         notes.update(f"test split: {n}" for n in report.notes)
         test_rows.append({f"test/{k}": v for k, v in report.values.items()})
     front = pd.concat([front, pd.DataFrame(test_rows, index=front.index)], axis=1)

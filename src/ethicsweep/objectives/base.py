@@ -51,6 +51,7 @@ class TermContext:
     context_names: tuple[str, ...] = ()
     threshold: float = 0.5  # the model's decision threshold t
     harm: CostModel = field(default_factory=CostModel)
+    abstain_output: bool = False  # the model has a trained abstain output
 
     @property
     def n_groups(self) -> int:

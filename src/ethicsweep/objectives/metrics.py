@@ -35,6 +35,7 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "coverage": "max",
     "selective_risk": "min",
     "ece": "min",
+    "leakage": "min",
 }
 
 RATES = ("selection_rate", "tpr", "fpr", "error_rate", "accuracy")

@@ -38,14 +38,20 @@ def split_outputs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]
 
 @torch.no_grad()
 def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray | None]:
-    """P(y=1) for every row of ``X`` and, with a trained abstain output, P(abstain)."""
+    """Logits of P(y=1) for every row of ``X`` and, with a trained abstain output, logits of
+    P(abstain); computed in evaluation mode, in batches."""
     was_training = model.training
     model.eval()
     out = torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
     model.train(was_training)
     logits, abstain = split_outputs(out)
-    proba = torch.sigmoid(logits).cpu().numpy()
-    return proba, (torch.sigmoid(abstain).cpu().numpy() if abstain is not None else None)
+    return logits.cpu().numpy(), (abstain.cpu().numpy() if abstain is not None else None)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -logits))
 
 
 def abstain_mask(spec: ModelSpec, proba: np.ndarray, abstain_proba: np.ndarray | None) -> np.ndarray | None:

@@ -1,22 +1,54 @@
-"""Score a model on a split: its decisions (abstentions included) and every exact metric."""
+"""Score a model: its decisions (abstentions included) and every exact metric on a split,
+plus the metrics that need more than one split (leakage).
+
+During training (:func:`validation_metrics`) only the training and validation splits
+are used; after training the driver scores the test split (:func:`test_metrics`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 
 from ethicsweep.data import PreparedData, Split
 from ethicsweep.objectives import MetricReport, evaluate
+from ethicsweep.objectives.leakage import leakage
 from ethicsweep.spec import TrainConfig
-from ethicsweep.trainables.models import abstain_mask, predict
+from ethicsweep.trainables.models import abstain_mask, predict, sigmoid
 
 
-def score(model: nn.Module, config: TrainConfig, data: PreparedData, split: Split, device: str | torch.device = "cpu") -> MetricReport:
-    """Every metric of ``model`` (trained with ``config``) on ``split`` of ``data``.
+@dataclass(frozen=True)
+class Outputs:
+    """A model's raw outputs on one split."""
+
+    logits: np.ndarray
+    abstain_logits: np.ndarray | None
+
+    @property
+    def proba(self) -> np.ndarray:
+        return sigmoid(self.logits)
+
+    @property
+    def features(self) -> np.ndarray:
+        """What an attacker sees: the logit, and the abstain logit when there is one."""
+        columns = [self.logits] if self.abstain_logits is None else [self.logits, self.abstain_logits]
+        return np.column_stack(columns)
+
+
+def outputs(model: nn.Module, split: Split, device: str | torch.device = "cpu") -> Outputs:
+    return Outputs(*predict(model, torch.as_tensor(split.X, device=device)))
+
+
+def score(out: Outputs, config: TrainConfig, data: PreparedData, split: Split) -> MetricReport:
+    """Every per-split metric of the outputs ``out`` on ``split`` (trained with ``config``).
 
     Decisions use the model's threshold and abstention setting; harm uses ``config.harm``.
     """
-    proba, abstain_proba = predict(model, torch.as_tensor(split.X, device=device))
+    proba = out.proba
+    abstain_proba = sigmoid(out.abstain_logits) if out.abstain_logits is not None else None
     costs = config.harm
     return evaluate(
         split.y,
@@ -31,3 +63,31 @@ def score(model: nn.Module, config: TrainConfig, data: PreparedData, split: Spli
         cost_group_weights=costs.weights(data.group_names),
         confidence_threshold=costs.confidence_threshold,
     )
+
+
+def cross_fitted_leakage(out: Outputs, groups: np.ndarray, seed: int) -> float:
+    """Leakage within one split: two seeded halves, each attacker fitted on one half and
+    scored on the other; the mean of the two."""
+    order = np.random.default_rng(seed).permutation(len(groups))
+    a, b = order[: len(order) // 2], order[len(order) // 2 :]
+    features = out.features
+    return float(np.mean([leakage(features[i], groups[i], features[j], groups[j], seed) for i, j in ((a, b), (b, a))]))
+
+
+def validation_metrics(model: nn.Module, config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Every metric on the validation split; leakage cross-fitted within it."""
+    out = outputs(model, data.validation, device)
+    values = score(out, config, data, data.validation).values
+    values["leakage"] = cross_fitted_leakage(out, data.validation.groups, config.seed)
+    return values
+
+
+def test_metrics(model: nn.Module, config: TrainConfig, data: PreparedData) -> MetricReport:
+    """Every metric on the test split; the leakage attacker is fitted on validation."""
+    if data.test is None:
+        raise ValueError("test_metrics needs the test split: use the driver's PreparedData")
+    out = outputs(model, data.test)
+    report = score(out, config, data, data.test)
+    fit = outputs(model, data.validation)
+    report.values["leakage"] = leakage(fit.features, data.validation.groups, out.features, data.test.groups, config.seed)
+    return report

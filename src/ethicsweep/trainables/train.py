@@ -22,7 +22,7 @@ from ethicsweep.objectives.base import Batch, TermContext
 from ethicsweep.objectives.composite import NonFiniteLoss, Objective, ObjectiveProblem, gradient_shares
 from ethicsweep.spec import TrainConfig
 from ethicsweep.trainables.models import build_model, split_outputs
-from ethicsweep.trainables.scoring import score
+from ethicsweep.trainables.scoring import validation_metrics
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,10 @@ class TrainState:
 def term_context(data: PreparedData, config: TrainConfig) -> TermContext:
     """What the terms may know of the data: groups and their training counts, contexts."""
     counts = np.bincount(data.train.groups, minlength=len(data.group_names))
-    return TermContext(data.group_names, counts, data.min_group_size, data.context_names, config.model.threshold, config.harm)
+    return TermContext(
+        data.group_names, counts, data.min_group_size, data.context_names, config.model.threshold, config.harm,
+        abstain_output=config.model.abstain == "trained",
+    )  # fmt: skip
 
 
 def init_state(config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu") -> TrainState:
@@ -151,7 +154,7 @@ def train(
             EpochReport(
                 epoch=state.epoch,
                 losses={name: value / batches for name, value in sums.items()},
-                validation=score(model, config, data, data.validation, device).values,
+                validation=validation_metrics(model, config, data, device),
                 seconds=time.perf_counter() - started,
                 multipliers=problem.multiplier_values(),
                 grad_shares=shares,
