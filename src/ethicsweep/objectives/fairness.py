@@ -49,31 +49,55 @@ def spread(rates: torch.Tensor, present: torch.Tensor, weights: torch.Tensor | N
 
 
 class FairnessTerm(Term):
-    """Spread of one or two soft group rates; subclasses say which rates."""
+    """Spread of one or two soft group rates; subclasses say which rates.
 
-    def __init__(self, n_groups: int, weights: torch.Tensor | None = None, eligible: torch.Tensor | None = None, threshold: float = 0.5):
+    ``hard_value`` (what a constraint's multiplier answers to) is the spread of *hard*
+    group rates pooled over recent minibatches: exponential moving averages of each
+    group's counts with an effective window of ``window`` batches. A single minibatch is
+    too small: the spread of noisy per-batch rates is biased upward (by about the rates'
+    standard error), which would keep a multiplier growing for a model that meets its bound.
+    """
+
+    def __init__(
+        self,
+        n_groups: int,
+        weights: torch.Tensor | None = None,
+        eligible: torch.Tensor | None = None,
+        threshold: float = 0.5,
+        window: int = 1,
+    ):
         super().__init__()
-        self.n_groups, self.threshold = n_groups, threshold
+        self.n_groups, self.threshold, self.decay = n_groups, threshold, 1.0 - 1.0 / window
         self.register_buffer("weights", weights, persistent=False)
         self.register_buffer("eligible", eligible if eligible is not None else torch.ones(n_groups, dtype=torch.bool), persistent=False)
+        self.register_buffer("pooled", torch.zeros(2, 2, n_groups))  # (rate, sum | count, group)
 
     def rate_values(self, batch: Batch, decisions: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(per-row values, row mask) for each rate whose spread counts; the term is the max."""
         raise NotImplementedError
 
-    def _spread(self, batch: Batch, decisions: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         spreads = []
-        for values, mask in self.rate_values(batch, decisions):
+        for values, mask in self.rate_values(batch, batch.proba):
             rates, present = soft_group_rates(values, batch.groups, self.n_groups, mask)
             spreads.append(spread(rates, present & self.eligible, self.weights))
         return torch.stack(spreads).max()
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self._spread(batch, batch.proba)
-
     @torch.no_grad()
     def hard_value(self, batch: Batch) -> torch.Tensor:
-        return self._spread(batch, (batch.proba >= self.threshold).to(batch.logits.dtype))
+        """Spread of hard rates 1[p >= t] pooled over the last ``window`` batches (this one included)."""
+        decisions = (batch.proba >= self.threshold).to(batch.logits.dtype)
+        spreads = []
+        for index, (values, mask) in enumerate(self.rate_values(batch, decisions)):
+            rows = torch.ones_like(values, dtype=torch.bool) if mask is None else mask
+            sums = torch.zeros(self.n_groups, dtype=values.dtype, device=values.device).index_add(0, batch.groups[rows], values[rows])
+            counts = torch.bincount(batch.groups[rows], minlength=self.n_groups).to(values.dtype)
+            pooled = self.pooled[index].to(values)
+            pooled.mul_(self.decay).add_(torch.stack([sums, counts]))
+            self.pooled[index] = pooled
+            rates = pooled[0] / pooled[1].clamp(min=1e-12)
+            spreads.append(spread(rates, (pooled[1] > 0) & self.eligible, self.weights))
+        return torch.stack(spreads).max()
 
 
 class DemographicParity(FairnessTerm):
@@ -109,6 +133,7 @@ class FairnessSpec(TermSpecBase):
     ``sex=Female``) to stakeholder weights; unnamed groups weigh 1."""
 
     group_weights: dict[str, float] = Field(default_factory=dict, description="stakeholder weight per group name")
+    window: int = Field(20, ge=1, le=10_000, description="constraint mode: minibatches pooled for the gap the multiplier answers to")
 
     @field_validator("group_weights")
     @classmethod
@@ -130,7 +155,7 @@ class FairnessSpec(TermSpecBase):
                     f"groups: {', '.join(context.group_names)}"
                 )
             weights = torch.tensor([self.group_weights.get(name, 1.0) for name in context.group_names])
-        return self.term_class(context.n_groups, weights, context.eligible_groups(), context.threshold)
+        return self.term_class(context.n_groups, weights, context.eligible_groups(), context.threshold, self.window)
 
 
 class DemographicParitySpec(FairnessSpec):
