@@ -24,6 +24,7 @@ from ethicsweep.spec import parse_spec
 pytestmark = pytest.mark.e2e
 
 N_TRIALS = 6
+RATIONALE = "Hiring <script>alert(1)</script> & lending: parity matters"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "seed": 3,
         "output_dir": str(root / "runs"),
         "data": {"dataset": "adult", "sensitive": ["sex"]},
+        "governance": {"rationale": RATIONALE, "owner": "ci", "acceptable_risk": {"dp_gap": 0.1, "accuracy": 0.8}},
         "train": {
             "model": {"kind": "mlp", "hidden": 16},
             "training": {"epochs": 2, "batch_size": 1024, "lr": 0.003},
@@ -137,8 +139,12 @@ def test_front_models_are_registered_with_test_metrics_that_reproduce(sweep: dic
     model = client.get_registered_model("ci-e2e")
     assert set(model.aliases) == {f"candidate-{k}" for k in range(1, len(front) + 1)}
     for version in versions:
-        for key in ("val/accuracy", "val/dp_gap", "test/accuracy", "test/dp_gap", "test/eo_gap", "front_rank"):
+        for key in ("val/accuracy", "val/dp_gap", "test/accuracy", "test/dp_gap", "test/eo_gap", "test/leakage", "front_rank"):
             assert key in version.tags, key
+        assert version.tags["governance.rationale"] == RATIONALE
+        assert json.loads(version.tags["governance.acceptable_risk"]) == {"dp_gap": 0.1, "accuracy": 0.8}
+        met = float(version.tags["test/dp_gap"]) <= 0.1 and float(version.tags["test/accuracy"]) >= 0.8
+        assert version.tags["acceptable_risk_met"] == str(met).lower()
         local = client.download_artifacts(version.run_id, "model", str(tmp_path / str(version.version)))
         accuracy, dp_gap = _independent_test_metrics(Path(local), sweep["spec"])
         assert float(version.tags["test/accuracy"]) == pytest.approx(accuracy, abs=1e-5)
@@ -150,6 +156,8 @@ def test_report_is_self_contained(sweep: dict) -> None:
     assert "ethicsweep report: ci-e2e" in page
     assert "<script src=" not in page  # plotly.js is inline: the page opens offline
     assert "Plotly.newPlot" in page
+    assert "<script>alert(1)</script>" not in page  # user text is escaped
+    assert "Hiring &lt;script&gt;alert(1)&lt;/script&gt; &amp; lending" in page
     assert "report.html" in sweep["stdout"]
 
 

@@ -178,6 +178,35 @@ class SearchSpec(_Strict):
     space: dict[str, Parameter] = Field(default_factory=dict)
 
 
+class GovernanceSpec(_Strict):
+    """Why the sweep is set up as it is, and what risk is acceptable: for reviewers.
+
+    It changes no training. It travels into MLflow tags (parent run and every registered
+    version) and the report, which checks each candidate against ``acceptable_risk``.
+    """
+
+    rationale: str = Field("", max_length=5000, description="why these terms, weights and bounds")
+    owner: str = Field("", max_length=200, description="who answers for the choices")
+    acceptable_risk: dict[str, float] = Field(
+        default_factory=dict, description="metric -> bound: at most this for a lower-is-better metric, at least for a higher-is-better one"
+    )
+
+    @field_validator("acceptable_risk")
+    @classmethod
+    def _known_metrics(cls, bounds: dict[str, float]) -> dict[str, float]:
+        for metric in bounds:
+            if metric not in METRIC_DIRECTIONS:
+                raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRIC_DIRECTIONS)}")
+        return bounds
+
+    def risk_met(self, metric: str, value: float) -> bool:
+        """Whether ``value`` of ``metric`` is within its acceptable bound (NaN never is)."""
+        bound = self.acceptable_risk[metric]
+        if value != value:  # NaN
+            return False
+        return value <= bound if METRIC_DIRECTIONS[metric] == "min" else value >= bound
+
+
 class SweepSpec(_Strict):
     """A whole sweep. ``name`` names the MLflow experiment and the registered model."""
 
@@ -188,6 +217,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = SearchSpec()
     output_dir: str = Field("ethicsweep-runs", description="sweeps are written to <output_dir>/<name>")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db")
+    governance: GovernanceSpec = GovernanceSpec()
 
     @model_validator(mode="before")
     @classmethod

@@ -59,12 +59,13 @@ def register_front(
     data: PreparedData,
     front: pd.DataFrame,
     configs: list[TrainConfig],
-    provenance: dict[str, str],
+    tags: dict[str, str],
 ) -> list[str]:
     """Register each row of ``front`` (in order) as a model version; return the versions.
 
     Row k (from 1) gets the alias ``candidate-k``. Version tags carry every ``val/*`` and
-    ``test/*`` metric of the row, its front rank, its trial and run, and the provenance tags.
+    ``test/*`` metric of the row, its front rank, its trial, whether it meets the
+    governance block's acceptable risk, and ``tags`` (provenance and governance).
     """
     name = spec.name
     _ensure_registered_model(client, name, f"Pareto-front models of the ethicsweep sweep {name!r}")
@@ -75,14 +76,15 @@ def register_front(
             write_bundle(bundle, row["checkpoint"], config, spec, data)
             client.log_artifacts(row["run_id"], str(bundle), MODEL_ARTIFACT_DIR)
         source = f"{client.get_run(row['run_id']).info.artifact_uri}/{MODEL_ARTIFACT_DIR}"
-        tags = {
-            **provenance,
+        version_tags = {
+            **tags,
             "front_rank": str(int(row["front_rank"])),
             "trial_id": row["trial_id"],
             "constraints_met": "true",
+            "acceptable_risk_met": str(bool(row["acceptable_risk_met"])).lower(),
             **{key: _tag_value(row[key]) for key in row.index if key.startswith(("val/", "test/"))},
         }
-        version = client.create_model_version(name, source=source, run_id=row["run_id"], tags=tags)
+        version = client.create_model_version(name, source=source, run_id=row["run_id"], tags=version_tags)
         client.set_registered_model_alias(name, f"candidate-{k}", version.version)
         versions.append(version.version)
     return versions

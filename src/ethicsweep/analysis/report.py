@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from ethicsweep.objectives import METRIC_DIRECTIONS
+from ethicsweep.spec import GovernanceSpec
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ReportContext:
     tracking_uri: str
     wall_seconds: float
     provenance: dict[str, str]
+    governance: GovernanceSpec = GovernanceSpec()
     notes: tuple[str, ...] = ()
 
 
@@ -84,6 +86,30 @@ def _front_figure(trials: pd.DataFrame, front: pd.DataFrame, split: str, objecti
     return figure
 
 
+def _drivers_table(front: pd.DataFrame) -> str:
+    columns = [c for c in front.columns if c.startswith(("grad_share/", "loss/", "lambda/"))]
+    if not columns:
+        return "<p>No per-term values were reported.</p>"
+    return _table(front[["candidate", *sorted(columns)]])
+
+
+def _governance_html(governance: GovernanceSpec, front: pd.DataFrame) -> str:
+    parts = [
+        f"<p><b>Rationale.</b> {html.escape(governance.rationale) or '(none given)'}</p>",
+        f"<p><b>Owner.</b> {html.escape(governance.owner) or '(none given)'}</p>",
+    ]
+    if not governance.acceptable_risk:
+        return "".join(parts) + "<p>No acceptable-risk bounds were stated.</p>"
+    rows = {"candidate": list(front["candidate"])}
+    for metric, bound in governance.acceptable_risk.items():
+        sign = "<=" if METRIC_DIRECTIONS[metric] == "min" else ">="
+        rows[f"test {metric} {sign} {bound:g}"] = [
+            f"{row[f'test/{metric}']:.4f} {'met' if governance.risk_met(metric, row[f'test/{metric}']) else 'NOT met'}"
+            for _, row in front.iterrows()
+        ]
+    return "".join(parts) + _table(pd.DataFrame(rows))
+
+
 def write_report(path: Path, trials: pd.DataFrame, front: pd.DataFrame, context: ReportContext) -> Path:
     """Write the report to ``path`` and return it.
 
@@ -117,6 +143,7 @@ def write_report(path: Path, trials: pd.DataFrame, front: pd.DataFrame, context:
         }
     )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in context.notes)
+    drivers = _drivers_table(front)
     failures = _table(failed[["trial_id", "error"]]) if len(failed) else "<p>None.</p>"
     body = f"""
 <h1>ethicsweep report: {html.escape(context.sweep)}</h1>
@@ -129,6 +156,12 @@ untouched test split; a model's test point can fall off the validation front.</p
 {_table(front_table)}
 <h3>Metrics on validation and test</h3>
 {_table(comparison)}
+<h2>What drove each model</h2>
+<p>Each loss part's share of the gradient norm, its mean value in the last epoch, and the
+multiplier of each constrained term (last epoch, training split).</p>
+{drivers}
+<h2>Governance</h2>
+{_governance_html(context.governance, front)}
 <h2>Notes</h2>
 <ul>{notes or '<li>None.</li>'}</ul>
 <h2>Failed trials</h2>

@@ -15,7 +15,7 @@ from ethicsweep.analysis.registry import register_front
 from ethicsweep.analysis.report import ReportContext, write_report
 from ethicsweep.data import PreparedData
 from ethicsweep.search import SweepOutcome
-from ethicsweep.search.tracking import provenance_tags
+from ethicsweep.search.tracking import governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
 
 TRIALS_FILE, REPORT_FILE = "trials.csv", "report.html"
@@ -63,7 +63,12 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
 
     client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
     provenance = provenance_tags(spec, data.sha256)
-    front.insert(1, "version", register_front(client, spec, data, front, configs, provenance) if len(front) else [])
+    governance = spec.governance
+    front["acceptable_risk_met"] = [
+        all(governance.risk_met(m, row[f"test/{m}"]) for m in governance.acceptable_risk) for _, row in front.iterrows()
+    ]
+    tags = {**provenance, **governance_tags(spec)}
+    front.insert(1, "version", register_front(client, spec, data, front, configs, tags) if len(front) else [])
 
     trials_csv = outcome.run_dir / TRIALS_FILE
     trials.to_csv(trials_csv, index=False)
@@ -76,6 +81,7 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
         tracking_uri=outcome.tracking_uri,
         wall_seconds=outcome.wall_seconds,
         provenance=provenance,
+        governance=governance,
         notes=tuple(sorted(notes)),
     )
     report = write_report(outcome.run_dir / REPORT_FILE, trials, front, context)

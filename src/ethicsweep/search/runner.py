@@ -20,7 +20,7 @@ from ray.tune.experiment import Trial
 from ethicsweep.data import PreparedData
 from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec, objective_problem
 from ethicsweep.search.space import to_distributions
-from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, provenance_tags
+from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
 from ethicsweep.trainables.tune import run_trial
 
@@ -125,7 +125,8 @@ def run_sweep(
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir)
     tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
     tags = provenance_tags(spec, data.sha256)
-    tracker.start_parent(spec, {**tags, "ethicsweep.run_dir": str(run_dir)}, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
+    tracker.start_parent(spec, parent_tags, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
     connect(address)
     search = spec.search

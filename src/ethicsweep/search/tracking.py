@@ -6,6 +6,7 @@ into its child run's params, per-epoch metrics and tags.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -52,6 +53,20 @@ def provenance_tags(spec: SweepSpec, data_sha256: str) -> dict[str, str]:
         "ethicsweep.version": ethicsweep.__version__,
         "ethicsweep.git_commit": git_commit(),
         "ethicsweep.seed": str(spec.seed),
+    }
+
+
+def governance_tags(spec: SweepSpec) -> dict[str, str]:
+    """Tags that carry the spec's governance block and the stakeholder weights in use."""
+    weights = {t.key: t.group_weights for t in spec.train.terms if getattr(t, "group_weights", None)}
+    if spec.train.harm.group_weights:
+        weights["harm"] = spec.train.harm.group_weights
+    governance = spec.governance
+    return {
+        "governance.rationale": governance.rationale,
+        "governance.owner": governance.owner,
+        "governance.acceptable_risk": json.dumps(governance.acceptable_risk, sort_keys=True),
+        "governance.stakeholder_weights": json.dumps(weights, sort_keys=True),
     }
 
 
