@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from ethicsweep.data import PreparedData
+from ethicsweep.errors import EthicsweepError
 from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec, objective_problem
 from ethicsweep.search.space import to_distributions
 from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, governance_tags, provenance_tags
@@ -51,14 +53,36 @@ class SweepOutcome:
     run_dir: Path
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when ``host:port`` (or ``ray://host:port``) does not answer:
+    Ray itself would retry for minutes."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise EthicsweepError(f"--address: {address!r} is not a Ray address; use auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EthicsweepError(
+            f"--address: no Ray cluster answers at {address!r} ({exc.strerror or exc}); "
+            "start one with `ray start --head`, or leave --address out to run Ray on this machine"
+        ) from None
+
+
 def connect(address: str | None = None) -> None:
-    """Join the Ray cluster at ``address`` (``auto``, ``ray://...``), or start a local one.
+    """Join the Ray cluster at ``address`` (``auto``, ``host:port``, ``ray://host:port``), or
+    start a local one when ``address`` is None.
 
     The dashboard is not started (it would listen on a port); worker logs stay on the workers.
     """
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    except ConnectionError as exc:
+        raise EthicsweepError(f"--address: cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
 
 
 class _TrialCollector(tune.Callback):
@@ -119,6 +143,7 @@ def run_sweep(
     default ``<sweep dir>/mlflow.db``) and its artifacts are shared by the executions.
     """
     started = time.perf_counter()
+    connect(address)  # before anything is written: a bad address leaves no trace
     sweep_dir = spec.sweep_dir
     run_dir = sweep_dir / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -128,7 +153,6 @@ def run_sweep(
     parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
     tracker.start_parent(spec, parent_tags, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
-    connect(address)
     search = spec.search
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     max_concurrent = search.max_concurrent or max(1, int(cluster_cpus // search.cpus_per_trial))
