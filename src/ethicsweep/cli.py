@@ -24,8 +24,9 @@ from ethicsweep import __version__  # noqa: E402
 from ethicsweep.errors import EthicsweepError  # noqa: E402
 from ethicsweep.spec import SweepSpec, load_spec, parse_spec  # noqa: E402
 
-console = Console()
-errors = Console(stderr=True)
+# Rich wraps at 80 columns when output is not a terminal (a log, CI): wide enough for a table.
+console = Console(width=None if sys.stdout.isatty() else 120)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 app = typer.Typer(
     name="ethicsweep",
@@ -44,15 +45,15 @@ app = typer.Typer(
 
 AddressOption = Annotated[
     str | None,
-    typer.Option("--address", help="Ray cluster to join: `auto`, `ray://host:10001` or `host:6379`. Default: start Ray on this machine."),
+    typer.Option("--address", metavar="ADDRESS", help="Ray cluster to join: `auto`, `ray://host:10001` or `host:6379`. Default: start Ray on this machine."),
 ]
 TrackingOption = Annotated[
     str | None,
-    typer.Option("--tracking-uri", help="MLflow tracking URI, e.g. `http://mlflow:5000`. Default: the spec's, else `sqlite:///<sweep dir>/mlflow.db`."),
+    typer.Option("--tracking-uri", metavar="URI", help="MLflow tracking URI, e.g. `http://mlflow:5000`. Default: the spec's, else `sqlite:///<sweep dir>/mlflow.db`."),
 ]
 OutputOption = Annotated[
     Path | None,
-    typer.Option("--output-dir", help="Where sweeps are written (`<dir>/<sweep name>/`). Default: the spec's `output_dir`, `./ethicsweep-runs`."),
+    typer.Option("--output-dir", metavar="DIR", help="Where sweeps are written (`<dir>/<sweep name>/`). Default: the spec's `output_dir`, `./ethicsweep-runs`."),
 ]
 
 
@@ -106,16 +107,29 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None
                 progress.update(task, completed=event.finished, last=f"trial {event.trial_id} {'done' if event.kind == 'done' else 'FAILED'}")
 
         outcome = run_sweep(spec, data, address=address, tracking_uri=tracking_uri, on_event=on_event)
+    finished = int((outcome.trials["status"] == "ok").sum()) if len(outcome.trials) else 0
+    if outcome.interrupted:
+        errors.print(
+            f"interrupted: {len(outcome.trials)} of {spec.search.num_trials} trials ended ({finished} finished); "
+            f"they are recorded in MLflow ({outcome.tracking_uri}, parent run KILLED); nothing was registered."
+        )
+        raise typer.Exit(130)
+    if finished == 0:
+        reasons = sorted(set(outcome.trials["error"])) if len(outcome.trials) else ["no trial ran"]
+        errors.print(f"[red]error:[/] every trial failed, so there is no front; first reason: {escape(reasons[0])}")
+        raise typer.Exit(1)
     with console.status("Evaluating the front on the test split and registering it in MLflow..."):
         analysis = analyze_sweep(spec, data, outcome)
     _print_front(analysis.front, spec)
     failed = int((analysis.trials["status"] != "ok").sum())
     console.print(f"{len(analysis.trials) - failed} trials finished, {failed} failed, in {outcome.wall_seconds:.0f} s.")
-    console.print(f"report:     {analysis.report}")
-    console.print(f"trials:     {analysis.trials_csv}")
-    console.print(f"MLflow:     {outcome.tracking_uri} (experiment {spec.name!r}, registered model {spec.name!r})")
+    console.print(f"report:     {analysis.report}", soft_wrap=True)
+    console.print(f"trials:     {analysis.trials_csv}", soft_wrap=True)
+    console.print(f"MLflow:     {outcome.tracking_uri} (experiment {spec.name!r}, registered model {spec.name!r})", soft_wrap=True)
     if outcome.tracking_uri.startswith("sqlite:"):
-        console.print(f"browse it:  mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        mlflow = Path(sys.executable).with_name("mlflow")
+        command = str(mlflow) if mlflow.exists() else "mlflow"
+        console.print(f"browse it:  {command} ui --backend-store-uri {outcome.tracking_uri}", soft_wrap=True)
 
 
 def _print_front(front: Any, spec: SweepSpec) -> None:
@@ -134,8 +148,8 @@ def _print_front(front: Any, spec: SweepSpec) -> None:
 
 @app.command()
 def demo(
-    trials: Annotated[int | None, typer.Option(min=1, help="Number of trials (default 64).")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Seed for splits, searcher and training (default 0).")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, metavar="N", help="Number of trials (default 64).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, metavar="S", help="Seed for splits, searcher and training (default 0).")] = None,
     output_dir: OutputOption = None,
     address: AddressOption = None,
     tracking_uri: TrackingOption = None,
@@ -175,6 +189,21 @@ def sweep(
     _run(spec, address, tracking_uri)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Ethical constraints as loss terms, and a search over their trade-offs."""
+
+
 @app.command()
 def version() -> None:
     """Print the ethicsweep version."""
@@ -182,26 +211,13 @@ def version() -> None:
 
 
 def main() -> None:
-    """Console entry point: user mistakes become one line on stderr and exit status 2."""
+    """Console entry point. Usage mistakes are reported by the command-line parser (exit 2);
+    a mistake in a spec, a data file or a setting becomes one line on stderr (exit 2)."""
     try:
-        app(standalone_mode=False)
+        app()
     except EthicsweepError as exc:
         errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ethicsweep.errors import SpecError
 from ethicsweep.objectives.costs import CostModel
 from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
+from ethicsweep.objectives.privacy import PrivacySpec, dp_sgd_refusal
 from ethicsweep.objectives.registry import TERM_KINDS, TermSpec
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class DataSpec(_Strict):
@@ -76,6 +78,7 @@ class TrainConfig(_Strict):
     training: TrainingSpec = TrainingSpec()
     terms: list[TermSpec] = Field(default_factory=list)
     harm: CostModel = CostModel()
+    privacy: PrivacySpec = PrivacySpec()
     seed: int = 0
 
     @field_validator("terms")
@@ -86,6 +89,16 @@ class TrainConfig(_Strict):
             if keys.count(key) > 1:
                 raise ValueError(f"term name {key!r} is used twice; give each term a distinct name")
         return terms
+
+    @field_validator("privacy")
+    @classmethod
+    def _terms_allow_dp_sgd(cls, privacy: PrivacySpec, info: ValidationInfo) -> PrivacySpec:
+        if privacy.dp_sgd:
+            for term in info.data.get("terms", []):
+                refusal = dp_sgd_refusal(term)
+                if refusal:
+                    raise ValueError(f"{refusal}; remove the term or turn dp_sgd off")
+        return privacy
 
     def with_params(self, params: dict[str, Any]) -> TrainConfig:
         """A copy with dotted-path parameters set, e.g. ``{"terms.dp.weight": 2.0}``."""
@@ -159,6 +172,16 @@ class ObjectiveSpec(_Strict):
             raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRIC_DIRECTIONS)}")
         return metric
 
+    @model_validator(mode="after")
+    def _natural_direction(self) -> ObjectiveSpec:
+        natural = METRIC_DIRECTIONS[self.metric]
+        if self.direction is not None and self.direction != natural:
+            raise ValueError(
+                f"objective {self.metric} is better when {'lower' if natural == 'min' else 'higher'}; "
+                f"direction {self.direction!r} would search for the worst models: use {natural!r} or leave direction out"
+            )
+        return self
+
     @property
     def mode(self) -> Literal["max", "min"]:
         return self.direction or METRIC_DIRECTIONS[self.metric]
@@ -176,6 +199,25 @@ class SearchSpec(_Strict):
         min_length=1,
     )
     space: dict[str, Parameter] = Field(default_factory=dict)
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, objectives: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
+        metrics = [o.metric for o in objectives]
+        for metric in metrics:
+            if metrics.count(metric) > 1:
+                raise ValueError(f"objective {metric!r} is listed twice; list each metric once")
+        return objectives
+
+    @field_validator("space")
+    @classmethod
+    def _not_empty(cls, space: dict[str, Parameter]) -> dict[str, Parameter]:
+        if not space:
+            raise ValueError("search.space is empty: every trial would train the same model; add at least one parameter")
+        for path in space:
+            if path.split(".")[-1] in ("kind", "name") and path.startswith("terms."):
+                raise ValueError(f"search.space.{path}: a term's kind and name cannot be searched; search its numeric fields")
+        return space
 
 
 class GovernanceSpec(_Strict):
@@ -210,7 +252,16 @@ class GovernanceSpec(_Strict):
 class SweepSpec(_Strict):
     """A whole sweep. ``name`` names the MLflow experiment and the registered model."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+            raise ValueError(
+                f"name {name!r} is not allowed: use 1 to 100 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )
+        return name
     seed: int = Field(0, ge=0)
     data: DataSpec = DataSpec()
     train: TrainConfig = TrainConfig()
@@ -249,8 +300,10 @@ class SweepSpec(_Strict):
 
     @property
     def spec_hash(self) -> str:
-        """SHA-256 of the spec's canonical JSON (key order and formatting do not matter)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the spec's canonical JSON (key order and formatting do not matter; where
+        results are written — output_dir, tracking_uri — is left out)."""
+        document = self.model_dump(mode="json", exclude={"output_dir", "tracking_uri"})
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -272,10 +325,11 @@ def _format_error(exc: ValidationError, source: str) -> str:
     if error["type"] == "extra_forbidden":
         return f"{source}: unknown field {where!r}; remove it or check its spelling"
     given = error.get("input")
-    shown = repr(given) if not isinstance(given, dict) else "a mapping"
     if error["type"] == "missing":
         return f"{source}: field {where!r} is required"
-    return f"{source}: field {where!r}: {message} (got {shown})"
+    if isinstance(given, (dict, list)) or error["type"].startswith(("value_error", "assertion")):
+        return f"{source}: field {where!r}: {message}"  # the message names the value
+    return f"{source}: field {where!r}: {message} (got {given!r})"
 
 
 def parse_spec(document: Any, source: str = "spec") -> SweepSpec:
@@ -288,13 +342,28 @@ def parse_spec(document: Any, source: str = "spec") -> SweepSpec:
         raise SpecError(_format_error(exc, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a YAML spec file."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"spec file {str(path)!r} is a directory; give a .yaml file")
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        document = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -63,12 +63,16 @@ def register_front(
 ) -> list[str]:
     """Register each row of ``front`` (in order) as a model version; return the versions.
 
-    Row k (from 1) gets the alias ``candidate-k``. Version tags carry every ``val/*`` and
+    Row k (from 1) gets the alias ``candidate-k``; ``candidate-*`` aliases of an earlier
+    sweep of the same name are removed first, so every candidate alias names this sweep. Version tags carry every ``val/*`` and
     ``test/*`` metric of the row, its front rank, its trial, whether it meets the
     governance block's acceptable risk, and ``tags`` (provenance and governance).
     """
     name = spec.name
     _ensure_registered_model(client, name, f"Pareto-front models of the ethicsweep sweep {name!r}")
+    for alias in client.get_registered_model(name).aliases:  # an earlier sweep's candidates
+        if alias.startswith("candidate-"):
+            client.delete_registered_model_alias(name, alias)
     versions = []
     for k, ((_, row), config) in enumerate(zip(front.iterrows(), configs), start=1):
         with tempfile.TemporaryDirectory() as tmp:

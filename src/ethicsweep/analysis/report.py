@@ -166,7 +166,7 @@ multiplier of each constrained term (last epoch, training split).</p>
 <ul>{notes or '<li>None.</li>'}</ul>
 <h2>Failed trials</h2>
 {failures}
-<p class="foot">Metric definitions: DESIGN.md, "Metric semantics". Every trial: trials.csv beside this file.</p>
+<p class="foot">Metric definitions: the ethicsweep README, section "Metrics". Every trial: trials.csv beside this file.</p>
 """
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ethicsweep: {html.escape(context.sweep)}</title>

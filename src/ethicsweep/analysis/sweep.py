@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -53,6 +54,10 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     front = front.sort_values(f"val/{first}", ascending=(mode == "min"), kind="stable").reset_index(drop=True)
     configs = [trial_config(spec.train, params) for params in front["params"]]
     notes: set[str] = set()
+    sizes = np.bincount(data.validation.groups, minlength=len(data.group_names))
+    small = [f"{name} ({size})" for name, size in zip(data.group_names, sizes) if size < data.min_group_size]
+    if small:
+        notes.add(f"validation split: left out of gaps (fewer than {data.min_group_size} rows): {', '.join(small)}")
     test_rows = []
     for (_, row), config in zip(front.iterrows(), configs):
         report = evaluate_checkpoint(row["checkpoint"], config, data)

@@ -39,8 +39,8 @@ def _column_values(frame: pd.DataFrame, column: str, bins: list[float] | None, m
         outside = binned.isna() & values.notna()
         if outside.any():
             raise DataError(
-                f"data.bins.{column}: value {values[outside].iloc[0]!r} lies outside the bins "
-                f"[{bins[0]}, {bins[-1]}); widen the first or last edge"
+                f"data.bins.{column}: value {values[outside].iloc[0].item()} lies outside the bins "
+                f"[{bins[0]:g}, {bins[-1]:g}); widen the first or last edge"
             )
         values = binned.astype(str).where(binned.notna(), None)
     elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):

@@ -231,5 +231,6 @@ def _match_label(column: pd.Series, positive_label: object, where: str) -> objec
     for value in values:
         if value == positive_label or str(value) == str(positive_label):
             return value
-    shown = ", ".join(repr(v) for v in values[:10])
-    raise DataError(f"data.positive_label: {positive_label!r} does not occur in column {column.name!r} of {where}; values: {shown}")
+    shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:10])
+    hint = " (YAML reads unquoted yes/no/true/false as booleans: quote the value)" if isinstance(positive_label, bool) else ""
+    raise DataError(f"data.positive_label: {positive_label!r} does not occur in column {column.name!r} of {where}; values: {shown}{hint}")

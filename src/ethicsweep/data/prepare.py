@@ -4,6 +4,7 @@ stratified on group × label, preprocessing fitted on the training split only.""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ethicsweep.data.groups import encode_groups
-from ethicsweep.data.loaders import Table, load_bundled, load_table
+from ethicsweep.data.loaders import BUNDLED, Table, load_bundled, load_table
 from ethicsweep.errors import DataError
 from ethicsweep.spec import DataSpec
 
@@ -59,16 +60,21 @@ class PreparedData:
 
 def load(spec: DataSpec) -> Table:
     """Load the table a data spec names (bundled or a file)."""
-    if spec.dataset in ("adult", "compas", "german"):
+    if spec.dataset in BUNDLED:
         table = load_bundled(spec.dataset)
         for field in ("label", "positive_label"):
             given = getattr(spec, field)
             if given is not None and str(given) != str(getattr(table, field)):
                 raise DataError(f"data.{field}: the bundled {spec.dataset} data set has {field} {getattr(table, field)!r}, got {given!r}; leave it out")
         return table
+    path = Path(spec.dataset)
+    if not path.exists():
+        raise DataError(f"data.dataset: {spec.dataset!r} is neither a bundled data set ({', '.join(BUNDLED)}) nor an existing file")
+    if path.is_dir():
+        raise DataError(f"data.dataset: {spec.dataset!r} is a directory; give a .csv, .csv.gz or .parquet file")
     if spec.label is None or spec.positive_label is None:
         raise DataError("data.label and data.positive_label: required for a data file (which column is the label, and which of its values is y = 1)")
-    return load_table(spec.dataset, spec.label, spec.positive_label)
+    return load_table(path, spec.label, spec.positive_label)
 
 
 def _stratified_split(index: np.ndarray, strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +101,9 @@ def _check_columns(table: Table, spec: DataSpec, sensitive: list[str]) -> list[s
                 raise DataError(f"data.{field}: column {column!r} is not in the data; columns: {', '.join(map(str, frame.columns))}")
     if table.label in sensitive:
         raise DataError(f"data.sensitive: {table.label!r} is the label column; choose other columns")
+    for column in spec.bins:
+        if column not in sensitive:
+            raise DataError(f"data.bins.{column}: {column!r} is not a sensitive column; bins apply to data.sensitive ({', '.join(sensitive)})")
     excluded = {table.label, *spec.drop} | (set() if spec.sensitive_as_feature else set(sensitive))
     features = [c for c in frame.columns if c not in excluded]
     if not features:
@@ -140,7 +149,7 @@ def _check_finite(frame: pd.DataFrame, features: list[str]) -> None:
             finite = values.dropna().to_numpy(dtype=np.float64)
             bad = ~np.isfinite(finite) | (np.abs(finite) > MAX_ABS_FEATURE)
             if bad.any():
-                raise DataError(f"data: column {column!r} holds {finite[bad][0]!r}; feature values must be finite and within ±{MAX_ABS_FEATURE:g}")
+                raise DataError(f"data: column {column!r} holds {float(finite[bad][0])}; feature values must be finite and within ±{MAX_ABS_FEATURE:g}")
 
 
 def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedData:
@@ -168,6 +177,9 @@ def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedDa
         rest, test_idx = _stratified_split(index, strata, spec.test_fraction, seed)
     train_idx, val_idx = _stratified_split(rest, strata, spec.validation_fraction, seed)
 
+    empty = [c for c in features if frame.iloc[train_idx][c].isna().all()]
+    if empty:
+        raise DataError(f"data: column {empty[0]!r} has no values in the training split; leave it out with data.drop")
     preprocessor = _preprocessor(frame, features)
     preprocessor.fit(frame.iloc[train_idx][features])
 

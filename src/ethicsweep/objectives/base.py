@@ -84,7 +84,7 @@ RESERVED_NAMES = ("bce", "total")
 class TermSpecBase(BaseModel):
     """Fields every term spec has. Subclasses add ``kind`` and their own parameters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="defaults to kind")
     mode: Literal["penalty", "constraint"] = Field("penalty", description="fixed weight, or a bound with an adaptive multiplier")

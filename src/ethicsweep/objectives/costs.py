@@ -36,7 +36,7 @@ class CostModel(BaseModel):
     The default charges each wrong decision 1, a right one 0, and abstaining 0.5.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     default: list[list[float]] = Field(default_factory=lambda: [[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]])
     by_context: dict[str, list[list[float]]] = Field(default_factory=dict, description="a matrix per value of data.context")

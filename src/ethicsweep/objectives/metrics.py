@@ -36,7 +36,14 @@ METRIC_DIRECTIONS: dict[str, Direction] = {
     "selective_risk": "min",
     "ece": "min",
     "leakage": "min",
+    "epsilon": "min",
+    "mia_auc": "min",
+    "mia_advantage": "min",
+    "mia_tpr_at_1pct_fpr": "min",
 }
+
+#: Metrics computed across groups: undefined unless a split holds two groups large enough.
+GROUP_METRICS = ("dp_gap", "eopp_gap", "eo_gap", "error_gap", "worst_group_accuracy")
 
 RATES = ("selection_rate", "tpr", "fpr", "error_rate", "accuracy")
 
@@ -198,11 +205,13 @@ def harm(
 ) -> float:
     """Mean over rows of group_weight[g] · C_ctx[y, decision]; decisions 0, 1 or 2 (abstain).
 
-    ``matrices`` has shape (n_contexts, 2, 3); without ``context`` every row uses matrix 0.
+    ``matrices`` has shape (n_contexts, 2, 3); without ``context``, or with a single matrix,
+    every row uses matrix 0.
     """
     y_true = np.asarray(y_true).astype(np.int64).ravel()
-    context = np.zeros_like(y_true) if context is None else np.asarray(context).astype(np.int64)
-    costs = np.asarray(matrices)[context, y_true, np.asarray(decisions).astype(np.int64)]
+    matrices = np.asarray(matrices)
+    context = np.zeros_like(y_true) if context is None or len(matrices) == 1 else np.asarray(context).astype(np.int64)
+    costs = matrices[context, y_true, np.asarray(decisions).astype(np.int64)]
     return float(np.mean(np.asarray(group_weights)[np.asarray(groups).astype(np.int64)] * costs))
 
 

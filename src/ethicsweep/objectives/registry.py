@@ -9,8 +9,9 @@ from pydantic import Field
 from ethicsweep.objectives.fairness import FAIRNESS_SPECS
 from ethicsweep.objectives.harm import HARM_SPECS
 from ethicsweep.objectives.leakage import LEAKAGE_SPECS
+from ethicsweep.objectives.privacy import PRIVACY_SPECS
 
-TERM_SPECS = (*FAIRNESS_SPECS, *HARM_SPECS, *LEAKAGE_SPECS)
+TERM_SPECS = (*FAIRNESS_SPECS, *HARM_SPECS, *LEAKAGE_SPECS, *PRIVACY_SPECS)
 
 #: A term spec: the ``kind`` field picks the model that validates the rest.
 TermSpec = Annotated[Union[TERM_SPECS], Field(discriminator="kind")]  # noqa: UP007

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 import yaml
@@ -20,6 +22,7 @@ from ray.tune.experiment import Trial
 
 from ethicsweep.data import PreparedData
 from ethicsweep.errors import EthicsweepError
+from ethicsweep.objectives.metrics import GROUP_METRICS
 from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec, objective_problem
 from ethicsweep.search.space import to_distributions
 from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, governance_tags, provenance_tags
@@ -27,6 +30,9 @@ from ethicsweep.spec import SweepSpec
 from ethicsweep.trainables.tune import run_trial
 
 TUNE_DIR = "tune"
+# Ray Tune's own CSV/JSON/TensorBoard result files: MLflow is the record, and the
+# TensorBoard writer warns on every NaN metric (an undefined gap is a NaN by design).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class SweepOutcome:
     parent_run_id: str
     wall_seconds: float
     run_dir: Path
+    interrupted: bool = False
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -127,6 +134,63 @@ class _TrialCollector(tune.Callback):
         self._record(trial, "failed", str(error).strip().splitlines()[-1][:500] if error else "unknown error")
 
 
+def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """Refuse trials no node of the cluster can hold: Ray would wait for them forever."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    if cpus_per_trial > most_cpus:
+        raise EthicsweepError(
+            f"search.cpus_per_trial: {cpus_per_trial:g} CPUs per trial, but the largest node of the cluster has {most_cpus:g}; "
+            f"allowed: at most {most_cpus:g}"
+        )
+    if gpus_per_trial > most_gpus:
+        have = f"the largest node has {most_gpus:g}" if most_gpus else "the cluster has none"
+        raise EthicsweepError(f"search.gpus_per_trial: {gpus_per_trial:g} GPUs per trial, but {have}; allowed: at most {most_gpus:g}")
+
+
+def _sweep_dir(spec: SweepSpec) -> Path:
+    """The sweep's directory, created; a clear error when a file stands in the way."""
+    sweep_dir = spec.sweep_dir
+    for path in (sweep_dir, *sweep_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise EthicsweepError(f"output_dir: {str(path)!r} is a file, not a directory; choose another --output-dir")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EthicsweepError(f"output_dir: cannot create {str(sweep_dir)!r}: {exc.strerror or exc}") from None
+    return sweep_dir
+
+
+def _new_run_dir(sweep_dir: Path) -> Path:
+    """``<sweep dir>/<UTC time>`` (with ``-1``, ``-2``... if a sweep started in the same second)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for suffix in ("", *(f"-{i}" for i in range(1, 1000))):
+        path = sweep_dir / f"{stamp}{suffix}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise EthicsweepError(f"output_dir: too many sweeps started at {stamp} in {str(sweep_dir)!r}")
+
+
+def check_objectives_defined(spec: SweepSpec, data: PreparedData) -> None:
+    """Refuse a sweep whose group objectives cannot be computed on the validation split
+    (fewer than two groups with ``min_group_size`` rows): every trial would fail."""
+    needs_groups = [o.metric for o in spec.search.objectives if o.metric in GROUP_METRICS]
+    if not needs_groups:
+        return
+    sizes = np.bincount(data.validation.groups, minlength=len(data.group_names))
+    if (sizes >= data.min_group_size).sum() < 2:
+        shown = ", ".join(f"{name} {size}" for name, size in zip(data.group_names, sizes))
+        raise EthicsweepError(
+            f"data.min_group_size: the objective {needs_groups[0]} needs two groups with at least "
+            f"{data.min_group_size} rows in the validation split; group sizes there: {shown}. "
+            "Lower data.min_group_size, raise data.validation_fraction, or use more data"
+        )
+
+
 def run_sweep(
     spec: SweepSpec,
     data: PreparedData,
@@ -141,19 +205,25 @@ def run_sweep(
     child run of one parent run in the MLflow experiment named after the sweep. Each
     execution writes under ``<sweep dir>/<UTC start time>/``; the MLflow store (by
     default ``<sweep dir>/mlflow.db``) and its artifacts are shared by the executions.
+    Everything that can be checked — the cluster, the resources, the output directory,
+    the tracking store — is checked before anything is written to MLflow.
+
+    When the sweep is interrupted (Ctrl-C), the finished trials stay recorded, the runs of
+    unfinished trials and the parent run end as KILLED, and ``interrupted`` is set.
     """
     started = time.perf_counter()
-    connect(address)  # before anything is written: a bad address leaves no trace
-    sweep_dir = spec.sweep_dir
-    run_dir = sweep_dir / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    run_dir.mkdir(parents=True, exist_ok=False)
+    search = spec.search
+    check_objectives_defined(spec, data)
+    connect(address)
+    _check_resources(search.cpus_per_trial, search.gpus_per_trial)
+    sweep_dir = _sweep_dir(spec)
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir)
     tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
+    run_dir = _new_run_dir(sweep_dir)
     tags = provenance_tags(spec, data.sha256)
     parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
-    tracker.start_parent(spec, parent_tags, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    tracker.start_parent(spec, parent_tags, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), run_dir.name)
 
-    search = spec.search
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     max_concurrent = search.max_concurrent or max(1, int(cluster_cpus // search.cpus_per_trial))
     objectives = [(f"val/{o.metric}", o.mode) for o in search.objectives]
@@ -186,9 +256,14 @@ def run_sweep(
     )
     status = "FAILED"
     try:
-        tuner.fit()
-        status = "FINISHED"
+        tuner.fit()  # on Ctrl-C, Ray Tune stops the trials and returns
+        status = "FINISHED" if len(collector.rows) >= search.num_trials else "KILLED"
+    except KeyboardInterrupt:
+        status = "KILLED"
     finally:
+        logger.close_unfinished("KILLED" if status != "FAILED" else "FAILED")
         tracker.end_parent(status)
     trials = pd.DataFrame(list(collector.rows.values()))
-    return SweepOutcome(trials, uri, tracker.experiment_id, tracker.parent_run_id, time.perf_counter() - started, run_dir)
+    return SweepOutcome(
+        trials, uri, tracker.experiment_id, tracker.parent_run_id, time.perf_counter() - started, run_dir, status == "KILLED"
+    )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from ray.tune.experiment import Trial
 
 import ethicsweep
 from ethicsweep.errors import EthicsweepError
-from ethicsweep.spec import SweepSpec, TrainConfig
+from ethicsweep.spec import Parameter, SweepSpec, TrainConfig
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -85,13 +87,38 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _describe(parameter: Parameter) -> str:
+    """A searched parameter in words: ``float in [0.01, 3] (log)``, ``int in [4, 16]``, ``one of [...]``."""
+    if parameter.type == "categorical":
+        return f"one of {parameter.choices}"
+    low, high = parameter.extremes()
+    return f"{parameter.type} in [{low:g}, {high:g}]" + (" (log)" if parameter.log else "")
+
+
+def _check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when an MLflow server does not answer (its client retries for minutes)."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered; the API calls that follow will say what is wrong
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise EthicsweepError(
+            f"tracking_uri: no MLflow server answers at {uri!r} ({reason}); start one with "
+            "`mlflow server`, or leave --tracking-uri out for the embedded store"
+        ) from None
+
+
 class Tracker:
     """The driver's MLflow client, bound to one experiment and one parent run."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path):
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):
+            _check_server(tracking_uri)
         try:
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = (
                 found.experiment_id
@@ -99,12 +126,16 @@ class Tracker:
                 else self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
             )
         except Exception as exc:  # any failure to reach the store is the user's setting
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise EthicsweepError(f"tracking_uri: cannot use MLflow at {tracking_uri!r}: {reason}") from None
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise EthicsweepError(
+                f"tracking_uri: cannot use MLflow at {tracking_uri!r}: {reason}. "
+                "Allowed: sqlite:///path/mlflow.db, http(s)://server, or leave it out for the embedded store"
+            ) from None
         self.parent_run_id: str | None = None
 
-    def start_parent(self, spec: SweepSpec, tags: dict[str, str], spec_yaml: str) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=f"{spec.name}-sweep", tags={**tags, "ethicsweep.role": "sweep"})
+    def start_parent(self, spec: SweepSpec, tags: dict[str, str], spec_yaml: str, label: str) -> str:
+        """Create the sweep's parent run, named ``<sweep name>-<label>``."""
+        run = self.client.create_run(self.experiment_id, run_name=f"{spec.name}-{label}", tags={**tags, "ethicsweep.role": "sweep"})
         self.parent_run_id = run.info.run_id
         params = {
             "searcher": spec.search.searcher,
@@ -112,7 +143,7 @@ class Tracker:
             "objectives": ",".join(f"{o.metric}:{o.mode}" for o in spec.search.objectives),
             "dataset": spec.data.dataset,
             "sensitive": ",".join(spec.data.sensitive or []),
-            **{f"space.{k}": v.model_dump_json(exclude_none=True) for k, v in spec.search.space.items()},
+            **{f"space.{k}": _describe(v) for k, v in spec.search.space.items()},
         }
         self.log_params(self.parent_run_id, params)
         self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
@@ -140,6 +171,7 @@ class MlflowTrialLogger(Callback):
         self._base = base
         self._tags = tags
         self.run_ids: dict[str, str] = {}
+        self.finished: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tracker": None}
@@ -183,6 +215,14 @@ class MlflowTrialLogger(Callback):
         tags.update(extra)
         self._client().log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._client().set_terminated(run_id, status=status)
+        self.finished.add(trial.trial_id)
+
+    def close_unfinished(self, status: str = "KILLED") -> None:
+        """End the runs of trials that started but did not finish (the sweep was stopped)."""
+        for trial_id, run_id in self.run_ids.items():
+            if trial_id not in self.finished:
+                self._client().set_terminated(run_id, status=status)
+                self.finished.add(trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._finish(trial, "FINISHED", {})

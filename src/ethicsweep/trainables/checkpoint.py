@@ -1,5 +1,6 @@
 """Checkpoints as plain files: weights in safetensors, optimizer tensors loaded with
-``weights_only=True``, progress in JSON. Nothing is unpickled on load."""
+``weights_only=True``, progress and the DP accountant's history in JSON. Nothing is
+unpickled on load."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ MODEL_FILE = "model.safetensors"
 TERMS_FILE = "terms.safetensors"  # parameters of terms (e.g. an adversary) and multipliers
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
+ACCOUNTANT_FILE = "accountant.json"  # DP-SGD only: the Opacus accountant's mechanism and history
 
 
 def _tensors(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -42,6 +44,9 @@ def save_state(state: TrainState, directory: str | Path) -> None:
     )
     progress = {"epoch": state.epoch, "stopped": state.stopped, "history": [asdict(r) for r in state.history]}
     (directory / STATE_FILE).write_text(json.dumps(progress))
+    if state.private is not None:
+        accountant = state.private.engine.accountant.state_dict()
+        (directory / ACCOUNTANT_FILE).write_text(json.dumps({"mechanism": accountant["mechanism"], "history": accountant["history"]}))
 
 
 def load_state(directory: str | Path, config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu") -> TrainState:
@@ -61,6 +66,10 @@ def load_state(directory: str | Path, config: TrainConfig, data: PreparedData, d
     progress = json.loads((directory / STATE_FILE).read_text())
     state.epoch, state.stopped = progress["epoch"], progress["stopped"]
     state.history = [EpochReport(**r) for r in progress["history"]]
+    if state.private is not None:
+        accountant = json.loads((directory / ACCOUNTANT_FILE).read_text())
+        history = [tuple(step) for step in accountant["history"]]  # (noise multiplier, sample rate, steps)
+        state.private.engine.accountant.load_state_dict({"mechanism": accountant["mechanism"], "history": history})
     return state
 
 

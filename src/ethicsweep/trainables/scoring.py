@@ -1,12 +1,14 @@
 """Score a model: its decisions (abstentions included) and every exact metric on a split,
-plus the metrics that need more than one split (leakage).
+plus the metrics that need more than one split (leakage, membership inference) and ε.
 
 During training (:func:`validation_metrics`) only the training and validation splits
 are used; after training the driver scores the test split (:func:`test_metrics`).
+The membership attack compares training rows with the scored split's rows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,8 @@ from torch import nn
 from ethicsweep.data import PreparedData, Split
 from ethicsweep.objectives import MetricReport, evaluate
 from ethicsweep.objectives.leakage import leakage
+from ethicsweep.objectives.membership import equal_samples, loss_attack, per_example_bce
+from ethicsweep.objectives.privacy import planned_epsilon
 from ethicsweep.spec import TrainConfig
 from ethicsweep.trainables.models import abstain_mask, predict, sigmoid
 
@@ -74,20 +78,45 @@ def cross_fitted_leakage(out: Outputs, groups: np.ndarray, seed: int) -> float:
     return float(np.mean([leakage(features[i], groups[i], features[j], groups[j], seed) for i, j in ((a, b), (b, a))]))
 
 
-def validation_metrics(model: nn.Module, config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Every metric on the validation split; leakage cross-fitted within it."""
+def membership_metrics(
+    model: nn.Module, train: Split, heldout: Split, heldout_out: Outputs, seed: int, device: str | torch.device = "cpu"
+) -> dict[str, float]:
+    """The ``mia_*`` metrics of a loss-threshold attack: training rows (members) against as
+    many ``heldout`` rows (a seeded sample of the larger of the two sets)."""
+    members, nonmembers = equal_samples(len(train), len(heldout), seed)
+    member_logits = predict(model, torch.as_tensor(train.X[members], device=device))[0]
+    return loss_attack(
+        per_example_bce(member_logits, train.y[members]),
+        per_example_bce(heldout_out.logits[nonmembers], heldout.y[nonmembers]),
+    )
+
+
+def validation_metrics(
+    model: nn.Module, config: TrainConfig, data: PreparedData, device: str | torch.device = "cpu", *, epsilon: float = math.inf
+) -> dict[str, float]:
+    """Every metric on the validation split; leakage cross-fitted within it; the membership
+    attack against validation rows; ``epsilon`` as given (ε spent so far, ∞ without DP-SGD)."""
     out = outputs(model, data.validation, device)
     values = score(out, config, data, data.validation).values
     values["leakage"] = cross_fitted_leakage(out, data.validation.groups, config.seed)
+    values.update(membership_metrics(model, data.train, data.validation, out, config.seed, device))
+    values["epsilon"] = epsilon
     return values
 
 
-def test_metrics(model: nn.Module, config: TrainConfig, data: PreparedData) -> MetricReport:
-    """Every metric on the test split; the leakage attacker is fitted on validation."""
+def test_metrics(model: nn.Module, config: TrainConfig, data: PreparedData, *, epsilon: float | None = None) -> MetricReport:
+    """Every metric on the test split; the leakage attacker is fitted on validation; the
+    membership attack against test rows. ``epsilon``: the trial's final ε; by default the ε
+    that training ``config`` to its last epoch spends (∞ without DP-SGD), exact for a trial
+    that ran to the end and an upper bound for one stopped early."""
     if data.test is None:
         raise ValueError("test_metrics needs the test split: use the driver's PreparedData")
     out = outputs(model, data.test)
     report = score(out, config, data, data.test)
     fit = outputs(model, data.validation)
     report.values["leakage"] = leakage(fit.features, data.validation.groups, out.features, data.test.groups, config.seed)
+    report.values.update(membership_metrics(model, data.train, data.test, out, config.seed))
+    if epsilon is None:
+        epsilon = planned_epsilon(config.privacy, len(data.train), config.training.batch_size, config.training.epochs)
+    report.values["epsilon"] = epsilon
     return report

@@ -4,22 +4,35 @@
 :mod:`ethicsweep.trainables.tune` only wraps it with reporting and checkpoints.
 Each epoch reports the mean value of every loss part, each constrained term's multiplier,
 each part's share of the gradient norm (on the epoch's first minibatch), and every exact
-metric on the validation split.
+metric on the validation split, ε included.
+
+Without DP-SGD the loop draws minibatches by indexing a seeded permutation of the training
+tensors. With DP-SGD (``config.privacy.dp_sgd``) Opacus makes the model, the primal
+optimizer and a data loader over the training tensors private: per-example clipping and
+noise in the optimizer, Poisson sampling in the loader (no custom sampler: Opacus derives
+the sampling rate from the loader's length), and its accountant charged at every step.
 """
 
 from __future__ import annotations
 
+import math
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from opacus import GradSampleModule, PrivacyEngine
+from opacus.optimizers import DPOptimizer
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from ethicsweep.data import PreparedData, Split
 from ethicsweep.objectives.base import Batch, TermContext
 from ethicsweep.objectives.composite import NonFiniteLoss, Objective, ObjectiveProblem, gradient_shares
+from ethicsweep.objectives.privacy import noise_multiplier, schedule
 from ethicsweep.spec import TrainConfig
 from ethicsweep.trainables.models import build_model, split_outputs
 from ethicsweep.trainables.scoring import validation_metrics
@@ -32,6 +45,7 @@ class EpochReport:
     ``losses``: mean per-batch value of each part (``bce``, each term, ``total`` = the
     minimized Lagrangian); ``multipliers``: λ of each constrained term at the epoch's end;
     ``grad_shares``: each part's share of the gradient norm; ``validation``: every metric.
+    ``seconds``: the whole epoch; ``step_seconds``: its optimization steps only (no scoring).
     """
 
     epoch: int
@@ -40,12 +54,15 @@ class EpochReport:
     seconds: float
     multipliers: dict[str, float] = field(default_factory=dict)
     grad_shares: dict[str, float] = field(default_factory=dict)
+    step_seconds: float = 0.0
 
     def flat(self) -> dict[str, float]:
-        """One flat mapping: ``loss/*``, ``lambda/*``, ``grad_share/*``, ``val/*``, ``epoch``, ``epoch_seconds``."""
+        """One flat mapping: ``loss/*``, ``lambda/*``, ``grad_share/*``, ``val/*``, ``epoch``,
+        ``epoch_seconds``, ``epoch_step_seconds``."""
         return {
             "epoch": self.epoch,
             "epoch_seconds": self.seconds,
+            "epoch_step_seconds": self.step_seconds,
             **{f"loss/{k}": v for k, v in self.losses.items()},
             **{f"lambda/{k}": v for k, v in self.multipliers.items()},
             **{f"grad_share/{k}": v for k, v in self.grad_shares.items()},
@@ -54,8 +71,36 @@ class EpochReport:
 
 
 @dataclass
+class Private:
+    """DP-SGD's Opacus objects: the engine (its accountant), the model that computes
+    per-example gradients, and the Poisson data loader."""
+
+    engine: PrivacyEngine
+    module: GradSampleModule
+    loader: DataLoader
+    delta: float
+
+    def epsilon(self) -> float:
+        """ε spent so far at ``delta``, by the accountant."""
+        return float(self.engine.accountant.get_epsilon(delta=self.delta))
+
+    @contextmanager
+    def hooks_off(self) -> Iterator[None]:
+        """Forward and backward passes that leave no per-example gradients behind."""
+        self.module.disable_hooks()
+        try:
+            yield
+        finally:
+            self.module.enable_hooks()
+
+
+@dataclass
 class TrainState:
-    """Everything a checkpoint holds: enough to continue training where it stopped."""
+    """Everything a checkpoint holds: enough to continue training where it stopped.
+
+    With DP-SGD, ``primal`` is Opacus' optimizer around the Adam optimizer and ``private``
+    holds the rest; ``model`` is always the plain model (what is saved and scored).
+    """
 
     model: nn.Module
     objective: Objective
@@ -64,9 +109,14 @@ class TrainState:
     epoch: int = 0
     history: list[EpochReport] = field(default_factory=list)
     stopped: str | None = None
+    private: Private | None = None
 
     def __post_init__(self) -> None:
         self.optimizer = self.problem.optimizer(self.primal)
+
+    def epsilon(self) -> float:
+        """ε spent so far at the spec's δ; ∞ without DP-SGD."""
+        return math.inf if self.private is None else self.private.epsilon()
 
 
 def term_context(data: PreparedData, config: TrainConfig) -> TermContext:
@@ -85,7 +135,51 @@ def init_state(config: TrainConfig, data: PreparedData, device: str | torch.devi
     objective = Objective.from_specs(config.terms, term_context(data, config)).to(device)
     parameters = list(model.parameters()) + list(objective.parameters())
     primal = torch.optim.Adam(parameters, lr=config.training.lr, weight_decay=config.training.weight_decay)
-    return TrainState(model=model, objective=objective, problem=ObjectiveProblem(objective, device), primal=primal)
+    private = None
+    if config.privacy.dp_sgd:
+        private, primal = make_private(config, data, model, primal, device)
+    return TrainState(model=model, objective=objective, problem=ObjectiveProblem(objective, device), primal=primal, private=private)
+
+
+class _Columns(TensorDataset):
+    """The training tensors as a data set whose minibatch is gathered with one index per
+    tensor (``__getitems__``), not stacked row by row: the collated batch is the single item."""
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        rows = torch.as_tensor(indices, dtype=torch.long, device=self.tensors[0].device)
+        return [tuple(t[rows] for t in self.tensors)]
+
+
+def _single(items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    return items[0]
+
+
+def make_private(
+    config: TrainConfig, data: PreparedData, model: nn.Module, primal: torch.optim.Optimizer, device: str | torch.device = "cpu"
+) -> tuple[Private, DPOptimizer]:
+    """Opacus' DP-SGD for ``model`` and its ``primal`` optimizer over the training split:
+    a plain data loader with the spec's batch size, made Poisson by Opacus; σ from the spec,
+    or calibrated so the run's epochs spend at most ``target_epsilon``. Opacus validates
+    the model (no BatchNorm).
+
+    Sampling and noise are drawn from generators seeded from OS entropy, not from the spec's
+    seed: the seed is recorded with every run, and noise that anyone can regenerate protects
+    nothing. A DP-SGD run therefore does not repeat bit for bit; its ε does. (Opacus' secure
+    mode, a cryptographic generator, needs torchcsprng, which is not installed.)"""
+    privacy, n = config.privacy, len(data.train)
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+    columns = [t for t in _tensors(data.train, device).values() if t is not None]
+    loader = DataLoader(_Columns(*columns), batch_size=config.training.batch_size, collate_fn=_single, generator=sampling)
+    plan = schedule(n, config.training.batch_size)
+    engine = PrivacyEngine(accountant=privacy.accountant)
+    module, optimizer, loader = engine.make_private(
+        module=model, optimizer=primal, data_loader=loader, noise_multiplier=noise_multiplier(privacy, plan, config.training.epochs),
+        max_grad_norm=privacy.max_grad_norm, noise_generator=noise,
+    )  # fmt: skip
+    if len(loader) != plan.steps_per_epoch:  # the σ calibration and planned ε assume Opacus' schedule
+        raise RuntimeError(f"Opacus' loader runs {len(loader)} steps an epoch; expected {plan.steps_per_epoch}")
+    return Private(engine, module, loader, privacy.delta), optimizer
 
 
 def _tensors(split: Split, device: str | torch.device) -> dict[str, torch.Tensor | None]:
@@ -107,7 +201,9 @@ def train(
 ) -> TrainState:
     """Train for ``config.training.epochs`` epochs (continuing ``state`` if given).
 
-    After each epoch ``on_epoch(state)`` is called with the new report appended to
+    Without DP-SGD, the epochs of one call take their minibatches, in order, from
+    permutations drawn by a generator seeded with ``seed · 100003 + state.epoch`` at the
+    call's start. After each epoch ``on_epoch(state)`` is called with the new report appended to
     ``state.history``. A NaN or infinite loss stops training before the step that would
     apply it; ``state.stopped`` then says why.
     """
@@ -116,27 +212,43 @@ def train(
     n = len(data.train)
     batch_size = min(config.training.batch_size, n)
     generator = torch.Generator().manual_seed(config.seed * 100_003 + state.epoch)
-    model, objective, problem = state.model, state.objective, state.problem
+    model, objective, problem, private = state.model, state.objective, state.problem, state.private
+    net = model if private is None else private.module
     model.train()
 
-    def batch_of(rows: torch.Tensor) -> Callable[[], Batch]:
+    def index_batches() -> Iterator[dict[str, torch.Tensor | None]]:
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            yield {k: (v[rows] if v is not None else None) for k, v in tensors.items()}
+
+    def poisson_batches() -> Iterator[dict[str, torch.Tensor | None]]:
+        keys = [k for k, v in tensors.items() if v is not None]
+        for columns in private.loader:
+            yield {"context": None, **dict(zip(keys, columns))}
+
+    def batch_of(rows: dict[str, torch.Tensor | None]) -> Callable[[], Batch]:
         def make() -> Batch:
-            context = tensors["context"][rows] if tensors["context"] is not None else None
-            logits, abstain_logits = split_outputs(model(tensors["X"][rows]))
-            return Batch(logits, tensors["y"][rows], tensors["groups"][rows], context, abstain_logits)
+            logits, abstain_logits = split_outputs(net(rows["X"]))
+            return Batch(logits, rows["y"], rows["groups"], rows["context"], abstain_logits)
 
         return make
 
     while state.epoch < config.training.epochs and state.stopped is None:
         started = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(device)
         sums: dict[str, float] = {}
         shares: dict[str, float] = {}
         batches = 0
-        for start in range(0, n, batch_size):
-            make_batch = batch_of(order[start : start + batch_size])
+        for rows in index_batches() if private is None else poisson_batches():
+            if not len(rows["y"]):  # Poisson sampling drew no row: a noise-only step, charged like any other
+                state.optimizer.zero_grad()
+                net(rows["X"]).sum().backward()
+                state.optimizer.primal_step()
+                continue
+            make_batch = batch_of(rows)
             if batches == 0:
-                shares = gradient_shares(objective, problem, make_batch(), list(model.parameters()))
+                with nullcontext() if private is None else private.hooks_off():
+                    shares = gradient_shares(objective, problem, make_batch(), list(model.parameters()))
             try:
                 rollout = state.optimizer.roll(compute_cmp_state_kwargs={"make_batch": make_batch})
             except NonFiniteLoss as exc:
@@ -149,15 +261,17 @@ def train(
             batches += 1
         if state.stopped:
             break
+        stepped = time.perf_counter() - started
         state.epoch += 1
         state.history.append(
             EpochReport(
                 epoch=state.epoch,
                 losses={name: value / batches for name, value in sums.items()},
-                validation=validation_metrics(model, config, data, device),
+                validation=validation_metrics(model, config, data, device, epsilon=state.epsilon()),
                 seconds=time.perf_counter() - started,
                 multipliers=problem.multiplier_values(),
                 grad_shares=shares,
+                step_seconds=stepped,
             )
         )
         if on_epoch is not None:
