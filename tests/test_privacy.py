@@ -176,6 +176,25 @@ def test_dp_sgd_refuses_constraint_mode():
     assert "term 'memorization' cannot be trained with DP-SGD" in message and "multiplier" in message
 
 
+def test_a_coupled_term_in_constraint_mode_is_refused_for_the_coupling():
+    terms = [{"kind": "demographic_parity", "mode": "constraint", "bound": 0.05}]
+    message = _error({"privacy": {"dp_sgd": True, "noise_multiplier": 1.0}, "terms": terms})
+    assert "group rates" in message and "penalty mode is allowed" not in message
+
+
+def test_privacy_parameters_can_be_searched():
+    spec = parse_spec({
+        "name": "x",
+        "train": {"privacy": {"dp_sgd": True, "noise_multiplier": 1.0}},
+        "search": {"space": {
+            "privacy.noise_multiplier": {"type": "float", "low": 0.5, "high": 4.0, "log": True},
+            "privacy.max_grad_norm": {"type": "float", "low": 0.1, "high": 2.0},
+        }},
+    })  # fmt: skip
+    trial = spec.train.with_params({"privacy.noise_multiplier": 2.5, "privacy.max_grad_norm": 0.3})
+    assert (trial.privacy.noise_multiplier, trial.privacy.max_grad_norm, trial.privacy.dp_sgd) == (2.5, 0.3, True)
+
+
 def test_dp_sgd_trains_per_example_terms():
     terms = [{"kind": "memorization", "floor": 0.2}, {"kind": "expected_cost"}, {"kind": "confident_error", "tau": 0.8}]
     spec = parse_spec({"name": "x", "train": {"privacy": {"dp_sgd": True, "noise_multiplier": 1.0}, "terms": terms}})

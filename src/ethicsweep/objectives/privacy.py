@@ -106,16 +106,16 @@ PER_EXAMPLE_KINDS = ("expected_cost", "confident_error", "memorization")
 def dp_sgd_refusal(term: TermSpecBase) -> str | None:
     """Why DP-SGD cannot train ``term``, or None when it can."""
     kind = getattr(term, "kind")
-    if term.mode == "constraint":
-        why = "its multiplier is updated from raw minibatch values, outside clipping and noise (penalty mode is allowed)"
-    elif kind in PER_EXAMPLE_KINDS:
-        return None
-    elif isinstance(term, FairnessSpec):
+    if isinstance(term, FairnessSpec):
         why = "a spread of group rates couples the rows of a minibatch, so per-example clipping does not bound one row's influence"
     elif isinstance(term, LeakageAdversarySpec):
         why = "its adversary trains on raw minibatches with no clipping or noise, and its loss couples the rows of a batch"
-    else:
+    elif kind not in PER_EXAMPLE_KINDS:
         why = "it is not known to be a mean of per-example losses"
+    elif term.mode == "constraint":
+        why = "its multiplier is updated from raw minibatch values, outside clipping and noise (penalty mode is allowed)"
+    else:
+        return None
     named = repr(kind) if term.key == kind else f"{term.key!r} ({kind})"
     return f"term {named} cannot be trained with DP-SGD: {why}"
 
