@@ -450,15 +450,25 @@ def test_expected_cost_spec_unknown_context_is_spec_error():
         ExpectedCostSpec(kind="expected_cost").build(context)
 
 
-def test_expected_cost_gradcheck():
+def test_expected_cost_gradcheck_in_the_probabilities():
     term = ExpectedCost(EC_MATRICES, EC_WEIGHTS)
     logits = torch.tensor([0.3, -1.2, 0.8, 2.0], dtype=torch.float64, requires_grad=True)
-    abstain = torch.tensor([-0.5, 0.4, 1.1, -2.0], dtype=torch.float64, requires_grad=True)
+    y, g, c = torch.tensor(EC_Y, dtype=torch.float64), torch.tensor(EC_G), torch.tensor(EC_C)
+    for abstain in (None, torch.tensor([-0.5, 0.4, 1.1, -2.0], dtype=torch.float64)):
+        assert torch.autograd.gradcheck(lambda lg: term(Batch(lg, y, g, c, abstain)), (logits,))
 
-    def f(lg, ab):
-        return term(Batch(lg, torch.tensor(EC_Y, dtype=torch.float64), torch.tensor(EC_G), torch.tensor(EC_C), ab))
 
-    assert torch.autograd.gradcheck(f, (logits, abstain))
+def test_abstain_head_learns_from_the_cost_of_the_decision_made():
+    # d/d(abstain logit_i) = w_i / n · (review_i − C[y_i, ŷ_i]) · a_i (1 − a_i), ŷ = 1[p >= 0.5]
+    # r0 p .5 -> ŷ 1, y0 ctx0: 1/4 · (.5 − 1) · .25   = −.03125
+    # r1 p .75 -> ŷ 1, y1 ctx1: 2/4 · (.3 − 0) · .1875 = .028125
+    # r2 p .25 -> ŷ 0, y0 ctx1: 2/4 · (.3 − 0) · .1875 = .028125
+    # r3 p .5 -> ŷ 1, y1 ctx0: 1/4 · (.5 − 0) · .1875 = .0234375
+    term = ExpectedCost(EC_MATRICES, EC_WEIGHTS)
+    batch = ec_batch(dtype=torch.float64)
+    batch.abstain_logits.requires_grad_(True)
+    term(batch).backward()
+    assert batch.abstain_logits.grad.tolist() == pytest.approx([-0.03125, 0.028125, 0.028125, 0.0234375], abs=1e-7)  # costs held in float32
 
 
 # ---------------------------------------------------------------- ConfidentError

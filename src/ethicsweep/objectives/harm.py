@@ -27,10 +27,18 @@ def decision_distribution(batch: Batch) -> torch.Tensor:
 
 
 class ExpectedCost(Term):
-    """Mean over rows of group_weight · Σ_j q_j · C_ctx[y, j]. Answers to ``harm``."""
+    """Mean over rows of group_weight · Σ_j q_j · C_ctx[y, j]. Answers to ``harm``.
 
-    def __init__(self, matrices: np.ndarray, group_weights: np.ndarray):
+    The value and the classifier's gradient are those of the randomized decision q. The
+    abstain head's gradient is instead that of the decision the model will make,
+    ŷ = 1[p ≥ ``threshold``]: ∂/∂a = group_weight · (C_ctx[y, abstain] − C_ctx[y, ŷ]). The
+    randomized decision's cost overstates the real one wherever p is uncertain, and would
+    teach the head to abstain on every row of a hard problem.
+    """
+
+    def __init__(self, matrices: np.ndarray, group_weights: np.ndarray, threshold: float = 0.5):
         super().__init__()
+        self.threshold = threshold
         self.register_buffer("matrices", torch.as_tensor(matrices, dtype=torch.float32), persistent=False)
         self.register_buffer("group_weights", torch.as_tensor(group_weights, dtype=torch.float32), persistent=False)
 
@@ -38,7 +46,13 @@ class ExpectedCost(Term):
         q = decision_distribution(batch)
         context = batch.context if batch.context is not None else torch.zeros_like(batch.groups)
         costs = self.matrices.to(q)[context, batch.y.long()]  # (n, 3): this row's cost of each decision
-        return (self.group_weights.to(q)[batch.groups] * (q * costs).sum(dim=1)).mean()
+        cost = (q * costs).sum(dim=1)
+        if batch.abstain_logits is not None:
+            p, abstain = batch.proba.detach(), q[:, 2]
+            randomized = (1 - p) * costs[:, 0] + p * costs[:, 1]
+            made = costs.gather(1, (p >= self.threshold).long().unsqueeze(1)).squeeze(1)
+            cost = cost + (abstain - abstain.detach()) * (randomized - made).detach()  # value unchanged
+        return (self.group_weights.to(q)[batch.groups] * cost).mean()
 
 
 class ConfidentError(Term):
@@ -66,7 +80,8 @@ class ExpectedCostSpec(TermSpecBase):
     kind: Literal["expected_cost"]
 
     def build(self, context: TermContext) -> ExpectedCost:
-        return ExpectedCost(context.harm.matrices(context.context_names), context.harm.weights(context.group_names))
+        harm = context.harm
+        return ExpectedCost(harm.matrices(context.context_names), harm.weights(context.group_names), context.threshold)
 
 
 class ConfidentErrorSpec(TermSpecBase):
