@@ -64,6 +64,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
     uri = f"sqlite:///{sweep_dir / 'mlflow.db'}"
     return {
         "spec": parse_spec(spec),
+        "sweep_dir": sweep_dir,
+        "uri": uri,
         "run_dir": run_dir,
         "client": MlflowClient(tracking_uri=uri, registry_uri=uri),
         "stdout": done.stdout,
@@ -146,9 +148,53 @@ def test_front_models_are_registered_with_test_metrics_that_reproduce(sweep: dic
         met = float(version.tags["test/dp_gap"]) <= 0.1 and float(version.tags["test/accuracy"]) >= 0.8
         assert version.tags["acceptable_risk_met"] == str(met).lower()
         local = client.download_artifacts(version.run_id, "model", str(tmp_path / str(version.version)))
-        accuracy, dp_gap = _independent_test_metrics(Path(local), sweep["spec"])
+        accuracy, dp_gap = _independent_test_metrics(Path(local) / "data" / "ethicsweep", sweep["spec"])
         assert float(version.tags["test/accuracy"]) == pytest.approx(accuracy, abs=1e-5)
         assert float(version.tags["test/dp_gap"]) == pytest.approx(dp_gap, abs=1e-5)
+
+
+CHAMPION_SCRIPT = """
+import json, sys
+import mlflow.pyfunc
+from ethicsweep.data.prepare import load
+from ethicsweep.spec import DataSpec
+model = mlflow.pyfunc.load_model("models:/ci-e2e@champion")
+table = load(DataSpec(dataset="adult"))
+test = table.frame[table.is_test]
+out = model.predict(test)
+json.dump({"decision": out["decision"].tolist(), "y": (test[table.label] == table.positive_label).astype(int).tolist(),
+           "sex": test["sex"].tolist()}, sys.stdout)
+"""
+
+
+def test_select_sets_a_champion_that_reproduces_its_test_metrics_in_a_fresh_process(sweep: dict) -> None:
+    client = sweep["client"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ethicsweep.cli", "select", str(sweep["sweep_dir"]), "--where", "dp_gap <= 0.2", "--prefer", "accuracy"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    versions = client.search_model_versions("name='ci-e2e'")
+    eligible = [v for v in versions if float(v.tags["test/dp_gap"]) <= 0.2]
+    expected = max(eligible, key=lambda v: (float(v.tags["test/accuracy"]), -int(v.version)))
+    champion = client.get_model_version_by_alias("ci-e2e", "champion")
+    assert champion.version == expected.version
+    env = {**os.environ, "MLFLOW_TRACKING_URI": sweep["uri"], "MLFLOW_REGISTRY_URI": sweep["uri"]}
+    loaded = subprocess.run([sys.executable, "-c", CHAMPION_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    scored = pd.DataFrame(json.loads(loaded.stdout))
+    rates = scored.groupby("sex")["decision"].mean()
+    assert accuracy_score(scored["y"], scored["decision"]) == float(champion.tags["test/accuracy"])
+    assert float(rates.max() - rates.min()) == pytest.approx(float(champion.tags["test/dp_gap"]), abs=1e-12)
+
+
+def test_select_with_unmeetable_rules_exits_1_and_names_the_closest(sweep: dict) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ethicsweep.cli", "select", str(sweep["sweep_dir"]), "--where", "accuracy >= 0.99", "--alias", "never"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "no candidate meets every rule" in done.stderr and "Closest: candidate-" in done.stderr
+    assert "never" not in sweep["client"].get_registered_model("ci-e2e").aliases
 
 
 def test_report_is_self_contained(sweep: dict) -> None:

@@ -189,6 +189,88 @@ def sweep(
     _run(spec, address, tracking_uri)
 
 
+def _sweep_store(sweep: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(registered model name, tracking URI) of a sweep given as its directory, its spec, or
+    its registered model name (then with --tracking-uri)."""
+    from ethicsweep.search.tracking import default_tracking_uri
+
+    path = Path(sweep)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        spec = load_spec(path)
+        return spec.name, tracking_uri or spec.tracking_uri or default_tracking_uri(spec.sweep_dir.resolve())
+    if path.is_dir():
+        return path.resolve().name, tracking_uri or default_tracking_uri(path.resolve())
+    if tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ:
+        raise EthicsweepError(
+            f"SWEEP: {sweep!r} is neither a sweep directory nor a spec file; to name a registered model, also pass --tracking-uri"
+        )
+    return sweep, tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
+
+
+@app.command()
+def select(
+    sweep: Annotated[str, typer.Argument(metavar="SWEEP", help="The sweep: its directory (`ethicsweep-runs/NAME`), its spec file, or its registered model name with --tracking-uri.")],
+    where: Annotated[list[str] | None, typer.Option("--where", metavar="RULE", help="A rule every deployable model meets, e.g. `dp_gap <= 0.05`; repeat for more. Metrics are read on --split unless written `val/NAME` or `test/NAME`.")] = None,
+    prefer: Annotated[str | None, typer.Option("--prefer", metavar="METRIC", help="Choose the best value of this metric (in its natural direction). Default method when --method is not given; default metric: the sweep's first objective.")] = None,
+    method: Annotated[str | None, typer.Option("--method", metavar="METHOD", help="Instead of --prefer, trade the sweep's objectives off: `knee` (smallest sum of normalized objectives), `asf` (weighted Chebyshev distance to the ideal), `pseudo-weights` (pymoo).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", metavar="W", help="Objective weights for asf and pseudo-weights: `accuracy=0.7,dp_gap=0.3` or `0.7,0.3`. Default: equal.")] = None,
+    split: Annotated[str, typer.Option("--split", metavar="SPLIT", help="Which recorded metrics the rules and methods read: `test` (held out) or `val`.")] = "test",
+    alias: Annotated[str, typer.Option("--alias", metavar="ALIAS", help="The MLflow alias set on the chosen version.")] = "champion",
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Choose the model to deploy from a sweep's registered Pareto front, by stated rules.
+
+    Every candidate (the versions aliased `candidate-<k>`) is checked against the `--where`
+    rules; among those that meet them all, `--prefer` or `--method` chooses one, and the
+    chosen version gets the alias (default `champion`). A table explains why each other
+    candidate lost. When no candidate meets every rule, the closest are named and the exit
+    status is 1.
+
+    Example: `ethicsweep select ethicsweep-runs/demo-adult --where "dp_gap <= 0.05" --prefer accuracy`
+    """
+    from ethicsweep.analysis.registry import front_candidates
+    from ethicsweep.analysis.selection import METHODS, SPLITS, Rule, SelectionError, metric_key, parse_weights
+    from ethicsweep.analysis.selection import select as choose
+    from ethicsweep.search.tracking import existing_store
+
+    _quiet_libraries()
+    if split not in SPLITS:
+        raise SelectionError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    if method is not None and method not in METHODS[1:]:
+        raise SelectionError(f"--method {method!r}: use one of {', '.join(METHODS[1:])} (or --prefer METRIC)")
+    if method is not None and prefer is not None:
+        raise SelectionError("--prefer and --method exclude each other: give one")
+    if weights is not None and method not in ("asf", "pseudo-weights"):
+        raise SelectionError("--weights applies to --method asf or pseudo-weights")
+    if not alias or not all(c.isalnum() or c in "-_" for c in alias) or alias.startswith("candidate-") or alias.lower() == "latest":
+        raise SelectionError(f"--alias {alias!r}: use letters, digits, '-' and '_', not 'latest' nor candidate-<k> (those name the front)")
+    rules = [Rule.parse(text, split) for text in where or []]
+    preferred = metric_key(prefer, split, "--prefer") if prefer else None
+    name, uri = _sweep_store(sweep, tracking_uri)
+    client = existing_store(uri)
+    candidates, objectives = front_candidates(client, name)
+    chosen = choose(candidates, rules, objectives, method or "prefer", preferred, parse_weights(weights, objectives) if method else None, split)
+
+    shown = list(dict.fromkeys([*(f"{split}/{m}" for m, _ in objectives), *(r.key for r in rules), *([preferred] if preferred else [])]))
+    table = Table(title=f"Candidates of {name} ({uri})")
+    table.add_column("candidate", no_wrap=True)
+    table.add_column("version", justify="right")
+    for key in shown:
+        table.add_column(key, justify="right")
+    table.add_column("why")
+    for c in candidates:
+        mark = "[bold green]" if chosen.chosen is c else ""
+        table.add_row(f"{mark}candidate-{c.number}", c.version, *(f"{c.value(k):.4f}" for k in shown), escape(chosen.reasons[c.version]))
+    console.print(table)
+    if chosen.chosen is None:
+        closest = ", ".join(f"candidate-{c.number} (version {c.version}: {chosen.reasons[c.version]})" for c in chosen.closest)
+        errors.print(f"[red]no candidate meets every rule[/] ({'; '.join(map(str, rules))}). Closest: {escape(closest)}", soft_wrap=True)
+        raise typer.Exit(1)
+    client.set_registered_model_alias(name, alias, chosen.chosen.version)
+    console.print(f"chosen: candidate-{chosen.chosen.number}, version {chosen.chosen.version} of {name!r}; alias {alias!r} set.")
+    console.print(f"load it: mlflow.pyfunc.load_model('models:/{name}@{alias}') with tracking URI {uri}", soft_wrap=True)
+
+
 def _print_version(value: bool) -> None:
     if value:
         console.print(__version__)

@@ -1,22 +1,27 @@
 """The MLflow model registry: each front model becomes a version of the sweep's registered model.
 
-A version's files are plain data: ``model.safetensors`` (weights), ``train_config.json``
-(rebuilds the network), ``spec.json`` (the whole sweep spec) and ``data.json`` (features,
-groups, data hash). Loading them never unpickles anything.
+A version is an MLflow model that loads with ``mlflow.pyfunc.load_model`` and scores raw
+columns (:mod:`ethicsweep.analysis.pyfunc`). Its files are plain data:
+``model.safetensors`` (weights), ``train_config.json`` (rebuilds the network),
+``preprocessor.json`` (the fitted preprocessing), ``spec.json`` (the whole sweep spec) and
+``data.json`` (features, groups, data hash), under ``model/data/ethicsweep/`` of the
+trial's run. Loading them never unpickles anything.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ethicsweep.analysis.pyfunc import save_pyfunc
+from ethicsweep.analysis.selection import Candidate, SelectionError
 from ethicsweep.data import PreparedData
 from ethicsweep.spec import SweepSpec, TrainConfig
 from ethicsweep.trainables.checkpoint import MODEL_FILE
@@ -24,12 +29,10 @@ from ethicsweep.trainables.checkpoint import MODEL_FILE
 MODEL_ARTIFACT_DIR = "model"
 
 
-def write_bundle(directory: Path, checkpoint: str | Path, config: TrainConfig, spec: SweepSpec, data: PreparedData) -> None:
-    """Write the files that rebuild one model into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(checkpoint) / MODEL_FILE, directory / MODEL_FILE)
-    (directory / "train_config.json").write_text(config.model_dump_json(indent=2))
-    (directory / "spec.json").write_text(spec.model_dump_json(indent=2))
+def save_model(path: Path, checkpoint: str | Path, config: TrainConfig, spec: SweepSpec, data: PreparedData) -> None:
+    """Write the MLflow model of one front model at ``path`` (which must not exist)."""
+    if data.preprocessor is None:
+        raise ValueError("registering a model needs the fitted preprocessor: pass the driver's PreparedData")
     described = {
         "dataset": data.name,
         "data_sha256": data.sha256,
@@ -39,7 +42,8 @@ def write_bundle(directory: Path, checkpoint: str | Path, config: TrainConfig, s
         "group_names": list(data.group_names),
         "min_group_size": data.min_group_size,
     }
-    (directory / "data.json").write_text(json.dumps(described, indent=2))
+    extra = {"spec.json": spec.model_dump_json(indent=2), "data.json": json.dumps(described, indent=2)}
+    save_pyfunc(path, Path(checkpoint) / MODEL_FILE, config, data.preprocessor, extra)
 
 
 def _ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
@@ -50,7 +54,23 @@ def _ensure_registered_model(client: MlflowClient, name: str, description: str) 
 
 
 def _tag_value(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    """A tag's text: floats in full (``repr`` round-trips exactly)."""
+    return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
+
+
+def constraint_tags(config: TrainConfig, row: pd.Series) -> dict[str, str]:
+    """``constraint/<term>`` = ``met`` or ``broken`` for each constrained fairness term without
+    group weights (its bound then applies to an exact metric): whether the validation value
+    of that metric is within the bound (NaN: broken); ``constraints_met`` = whether all are
+    (``true`` when there are none). Other constrained terms bound a training quantity that
+    no exact metric equals, and are not tagged."""
+    tags = {}
+    for term in config.terms:
+        metric = getattr(term, "metric", None)
+        if term.mode == "constraint" and metric is not None and not term.group_weights:
+            value = row.get(f"val/{metric}", float("nan"))
+            tags[f"constraint/{term.key}"] = "met" if value <= term.bound else "broken"
+    return {**tags, "constraints_met": str(all(v == "met" for v in tags.values())).lower()}
 
 
 def register_front(
@@ -73,18 +93,20 @@ def register_front(
     for alias in client.get_registered_model(name).aliases:  # an earlier sweep's candidates
         if alias.startswith("candidate-"):
             client.delete_registered_model_alias(name, alias)
+    objectives = ",".join(f"{o.metric}:{o.mode}" for o in spec.search.objectives)
     versions = []
     for k, ((_, row), config) in enumerate(zip(front.iterrows(), configs), start=1):
         with tempfile.TemporaryDirectory() as tmp:
-            bundle = Path(tmp) / MODEL_ARTIFACT_DIR
-            write_bundle(bundle, row["checkpoint"], config, spec, data)
-            client.log_artifacts(row["run_id"], str(bundle), MODEL_ARTIFACT_DIR)
+            model = Path(tmp) / MODEL_ARTIFACT_DIR
+            save_model(model, row["checkpoint"], config, spec, data)
+            client.log_artifacts(row["run_id"], str(model), MODEL_ARTIFACT_DIR)
         source = f"{client.get_run(row['run_id']).info.artifact_uri}/{MODEL_ARTIFACT_DIR}"
         version_tags = {
             **tags,
             "front_rank": str(int(row["front_rank"])),
             "trial_id": row["trial_id"],
-            "constraints_met": "true",
+            "objectives": objectives,
+            **constraint_tags(config, row),
             "acceptable_risk_met": str(bool(row["acceptable_risk_met"])).lower(),
             **{key: _tag_value(row[key]) for key in row.index if key.startswith(("val/", "test/"))},
         }
@@ -92,3 +114,27 @@ def register_front(
         client.set_registered_model_alias(name, f"candidate-{k}", version.version)
         versions.append(version.version)
     return versions
+
+
+def front_candidates(client: MlflowClient, name: str) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """The versions that hold a ``candidate-<k>`` alias of registered model ``name`` (the
+    latest sweep's front), with their recorded metrics, and the sweep's objectives.
+
+    Raises SelectionError when there is no such registered model or candidate."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        raise SelectionError(f"no registered model {name!r} in {client.tracking_uri}; run the sweep first") from None
+    numbered = {alias: version for alias, version in model.aliases.items() if alias.startswith("candidate-")}
+    if not numbered:
+        raise SelectionError(f"registered model {name!r} has no candidate-<k> versions; run the sweep first")
+    candidates, objectives = [], ""
+    for alias, number in sorted(numbered.items(), key=lambda item: int(item[0].split("-", 1)[1])):
+        version = client.get_model_version(name, number)
+        metrics = {k: float(v) for k, v in version.tags.items() if k.startswith(("val/", "test/"))}
+        candidates.append(Candidate(version=str(version.version), number=int(alias.split("-", 1)[1]), metrics=metrics))
+        objectives = version.tags.get("objectives", objectives)
+    pairs = [tuple(item.split(":")) for item in objectives.split(",") if item]
+    if not pairs:
+        raise SelectionError(f"registered model {name!r}: its versions carry no 'objectives' tag (registered by an older ethicsweep)")
+    return candidates, pairs

@@ -144,6 +144,8 @@ class FairnessSpec(TermSpecBase):
         return weights
 
     term_class: ClassVar[type[FairnessTerm]] = DemographicParity
+    #: the exact metric whose value the hard gap is (without group weights)
+    metric: ClassVar[str] = "dp_gap"
 
     def build(self, context: TermContext) -> FairnessTerm:
         weights = None
@@ -166,16 +168,19 @@ class DemographicParitySpec(FairnessSpec):
 class EqualOpportunitySpec(FairnessSpec):
     kind: Literal["equal_opportunity"]
     term_class: ClassVar[type[FairnessTerm]] = EqualOpportunity
+    metric: ClassVar[str] = "eopp_gap"
 
 
 class EqualizedOddsSpec(FairnessSpec):
     kind: Literal["equalized_odds"]
     term_class: ClassVar[type[FairnessTerm]] = EqualizedOdds
+    metric: ClassVar[str] = "eo_gap"
 
 
 class ErrorRateParitySpec(FairnessSpec):
     kind: Literal["error_rate_parity"]
     term_class: ClassVar[type[FairnessTerm]] = ErrorRateParity
+    metric: ClassVar[str] = "error_gap"
 
 
 FAIRNESS_SPECS = (DemographicParitySpec, EqualOpportunitySpec, EqualizedOddsSpec, ErrorRateParitySpec)

@@ -110,6 +110,18 @@ def _check_server(uri: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def existing_store(uri: str) -> MlflowClient:
+    """A client of an MLflow store that must already exist (commands that read a finished
+    sweep): a sqlite file is not created, a server must answer."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise EthicsweepError(f"tracking_uri: no MLflow store at {str(path)!r}; run the sweep first, or pass its --tracking-uri")
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 class Tracker:
     """The driver's MLflow client, bound to one experiment and one parent run."""
 
