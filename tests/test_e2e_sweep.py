@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score
 
 from ethicsweep.data import prepare
-from ethicsweep.spec import parse_spec
+from ethicsweep.data.prepare import load
+from ethicsweep.spec import DataSpec, parse_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -195,6 +196,40 @@ def test_select_with_unmeetable_rules_exits_1_and_names_the_closest(sweep: dict)
     )  # fmt: skip
     assert done.returncode == 1 and "no candidate meets every rule" in done.stderr and "Closest: candidate-" in done.stderr
     assert "never" not in sweep["client"].get_registered_model("ci-e2e").aliases
+
+
+def _audit(sweep: dict, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ethicsweep.cli", "audit", "ci-e2e@candidate-1", str(data), "--tracking-uri", sweep["uri"], *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_audit_passes_the_test_split_and_fails_it_after_labels_of_one_group_are_flipped(sweep: dict, tmp_path: Path) -> None:
+    table = load(DataSpec(dataset="adult"))
+    test = table.frame[table.is_test].copy()
+    test.to_csv(tmp_path / "test.csv", index=False)
+    done = _audit(sweep, tmp_path / "test.csv", "--json", str(tmp_path / "audit.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    checks = {c["metric"]: c for c in json.loads((tmp_path / "audit.json").read_text())["checks"]}
+    version = sweep["client"].get_model_version_by_alias("ci-e2e", "candidate-1")
+    assert checks["accuracy"]["observed"] == float(version.tags["test/accuracy"])
+
+    female = np.flatnonzero(test["sex"].to_numpy() == "Female")
+    flipped = np.random.default_rng(0).choice(female, size=len(female) // 5, replace=False)
+    labels = test[table.label].to_numpy().copy()
+    labels[flipped] = np.where(labels[flipped] == table.positive_label, "<=50K", table.positive_label)
+    test[table.label] = labels
+    test.to_csv(tmp_path / "flipped.csv", index=False)
+    done = _audit(sweep, tmp_path / "flipped.csv")
+    assert done.returncode == 1 and "breach:" in done.stderr and "accuracy (" in done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(("--tolerance-for", "gap=0.1"), "unknown metric 'gap'"), (("--tolerance-for", "dp_gap=-1"), "METRIC=T")],
+)
+def test_audit_mistakes_are_one_line(sweep: dict, tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
+    done = _audit(sweep, tmp_path / "absent.csv", *extra)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_report_is_self_contained(sweep: dict) -> None:

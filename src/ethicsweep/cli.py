@@ -4,6 +4,7 @@ data, search and analysis packages. A user's mistake prints one line and exits w
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from importlib import resources
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray Tune's own tables would fight our progress bar
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import typer  # noqa: E402
 import yaml  # noqa: E402
@@ -269,6 +271,104 @@ def select(
     client.set_registered_model_alias(name, alias, chosen.chosen.version)
     console.print(f"chosen: candidate-{chosen.chosen.number}, version {chosen.chosen.version} of {name!r}; alias {alias!r} set.")
     console.print(f"load it: mlflow.pyfunc.load_model('models:/{name}@{alias}') with tracking URI {uri}", soft_wrap=True)
+
+
+def _tolerances(items: list[str]) -> dict[str, float]:
+    from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
+
+    tolerances = {}
+    for item in items:
+        metric, _, value = item.partition("=")
+        metric = metric.strip()
+        if metric not in METRIC_DIRECTIONS:
+            raise EthicsweepError(f"--tolerance-for {item!r}: unknown metric {metric!r}; metrics: {', '.join(METRIC_DIRECTIONS)}")
+        try:
+            tolerances[metric] = float(value)
+        except ValueError:
+            tolerances[metric] = math.nan
+        if not math.isfinite(tolerances[metric]) or tolerances[metric] < 0:
+            raise EthicsweepError(f"--tolerance-for {item!r}: write METRIC=T with T a number >= 0, e.g. dp_gap=0.01")
+    return tolerances
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A registered version: `NAME@ALIAS` or `NAME/VERSION` (a `models:/` prefix is allowed), e.g. `adult-demo@champion`.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data to audit on (.csv, .csv.gz or .parquet) with the model's raw columns, its label and its sensitive columns.")],
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, metavar="T", help="How much worse than recorded (absolute, in the metric's units) a metric may be before it breaches.")] = 0.02,
+    tolerance_for: Annotated[list[str] | None, typer.Option("--tolerance-for", metavar="METRIC=T", help="A tolerance for one metric, e.g. `dp_gap=0.01`; repeat for more.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Also write the checks and the per-group table to this JSON file.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URI", help="The MLflow store that holds the model, e.g. `sqlite:///ethicsweep-runs/adult-demo/mlflow.db`. Default: $MLFLOW_TRACKING_URI.")] = None,
+) -> None:
+    """Score new labelled data with a registered model and compare every metric with the
+    test metrics recorded for it (for monitoring jobs).
+
+    Prints each metric recorded and now, the per-group table (counts and rates), and exits
+    with status 1 when any metric is worse than recorded by more than its tolerance (or is
+    undefined now), 0 otherwise.
+
+    Example: `ethicsweep audit adult-demo@champion new.csv --tracking-uri sqlite:///ethicsweep-runs/adult-demo/mlflow.db`
+    """
+    import json
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from ethicsweep.analysis.audit import audit as run_audit
+    from ethicsweep.analysis.audit import model_files
+    from ethicsweep.data.loaders import load_table
+    from ethicsweep.search.tracking import existing_store
+
+    _quiet_libraries()
+    per_metric = _tolerances(tolerance_for or [])
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise EthicsweepError("--tracking-uri: give the MLflow store that holds the model (or set MLFLOW_TRACKING_URI)")
+    reference = model.removeprefix("models:/")
+    name, sep, which = reference.partition("@") if "@" in reference else reference.rpartition("/")
+    if not name or not which:
+        raise EthicsweepError(f"MODEL {model!r}: write NAME@ALIAS or NAME/VERSION, e.g. adult-demo@champion")
+    client = existing_store(uri)
+    try:
+        version = client.get_model_version_by_alias(name, which) if sep == "@" else client.get_model_version(name, which)
+    except MlflowException:
+        raise EthicsweepError(f"MODEL {model!r}: no such registered version in {uri}") from None
+    recorded = {k.removeprefix("test/"): float(v) for k, v in version.tags.items() if k.startswith("test/")}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(client.download_artifacts(version.run_id, "model/data/ethicsweep", tmp))
+        described = model_files(directory)[2]
+        with console.status(f"Scoring {data} with {name} version {version.version}..."):
+            table = load_table(data, described["label"], described["positive_label"], field="DATA")
+            result = run_audit(directory, table, recorded, tolerance, per_metric)
+
+    checks = Table(title=f"Audit of {name} version {version.version} on {data} ({result.rows} rows) against its recorded test metrics")
+    for column in ("metric", "recorded", "now", "worse by", "tolerance", "verdict"):
+        checks.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
+    for c in result.checks:
+        verdict = "[red]BREACH[/]" if c.breach else "ok"
+        checks.add_row(c.metric, f"{c.recorded:.4f}", f"{c.observed:.4f}", f"{c.worse_by:+.4f}", f"{c.tolerance:g}", verdict)
+    console.print(checks)
+    groups = result.report.rates.table()
+    by_group = Table(title="Per group (now)")
+    for column in groups.columns:
+        by_group.add_column(str(column), justify="left" if column == "group" else "right")
+    for row in groups.itertuples(index=False):
+        by_group.add_row(*(escape(str(v)) if isinstance(v, str) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(by_group)
+    for note in result.report.notes:
+        console.print(f"note: {escape(note)}")
+    if json_out is not None:
+        document = {
+            "model": f"{name}/{version.version}", "data": str(data), "rows": result.rows,
+            "checks": [{**c.__dict__, "breach": c.breach} for c in result.checks],
+            "groups": json.loads(groups.to_json(orient="records")),
+        }  # fmt: skip
+        json_out.write_text(json.dumps(document, indent=2))
+    if result.breaches:
+        listed = ", ".join(f"{c.metric} ({c.recorded:.4f} -> {c.observed:.4f})" for c in result.breaches)
+        errors.print(f"[red]breach:[/] {len(result.breaches)} metric(s) worse than recorded beyond tolerance: {escape(listed)}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"pass: every metric within tolerance of the recorded test metrics ({len(result.checks)} checked).")
 
 
 def _print_version(value: bool) -> None:

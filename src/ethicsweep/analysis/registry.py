@@ -41,8 +41,11 @@ def save_model(path: Path, checkpoint: str | Path, config: TrainConfig, spec: Sw
         "sensitive": list(data.sensitive),
         "group_names": list(data.group_names),
         "min_group_size": data.min_group_size,
+        "label": data.label,
+        "positive_label": data.positive_label,
+        "context_names": list(data.context_names),
     }
-    extra = {"spec.json": spec.model_dump_json(indent=2), "data.json": json.dumps(described, indent=2)}
+    extra = {"spec.json": spec.model_dump_json(indent=2), "data.json": json.dumps(described, indent=2, default=str)}
     save_pyfunc(path, Path(checkpoint) / MODEL_FILE, config, data.preprocessor, extra)
 
 

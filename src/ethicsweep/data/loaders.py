@@ -175,16 +175,18 @@ def _check_unique_columns(columns: list[str], path: Path) -> None:
         seen.add(column)
 
 
-def load_table(path: str | Path, label: str, positive_label: object) -> Table:
+def load_table(path: str | Path, label: str, positive_label: object, field: str = "data.dataset") -> Table:
     """Load a user's CSV (UTF-8, a byte-order mark allowed) or Parquet file.
 
     The file must have a header row with unique column names. ``positive_label`` is matched
     against the label column's values; a label that is written as a number in the file
-    matches the number or its text (``1`` or ``"1"``).
+    matches the number or its text (``1`` or ``"1"``). ``field`` names the file in errors
+    (the spec field, or the command-line argument).
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data.dataset: file {str(path)!r} does not exist; give a bundled name ({', '.join(BUNDLED)}) or a path to a .csv/.parquet file")
+        allowed = f"give a bundled name ({', '.join(BUNDLED)}) or a path" if field == "data.dataset" else "give a path"
+        raise DataError(f"{field}: file {str(path)!r} does not exist; {allowed} to a .csv, .csv.gz or .parquet file")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     raw = path.read_bytes()
     try:
@@ -197,7 +199,7 @@ def load_table(path: str | Path, label: str, positive_label: object) -> Table:
             frame = pd.read_parquet(io.BytesIO(raw))
             _check_unique_columns([str(c) for c in frame.columns], path)
         else:
-            raise DataError(f"data.dataset: file type {suffix or '(none)'!r} of {path.name!r} is not supported; allowed: .csv, .csv.gz, .parquet")
+            raise DataError(f"{field}: file type {suffix or '(none)'!r} of {path.name!r} is not supported; allowed: .csv, .csv.gz, .parquet")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise

@@ -52,6 +52,8 @@ class PreparedData:
     sensitive: tuple[str, ...]
     preprocessor: ColumnTransformer | None = None
     context_names: tuple[str, ...] = ()
+    label: str = ""
+    positive_label: object = None
 
     def for_workers(self) -> PreparedData:
         """A copy without the test split and the fitted preprocessor: what trials may see."""
@@ -183,11 +185,11 @@ def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedDa
     preprocessor = _preprocessor(frame, features)
     preprocessor.fit(frame.iloc[train_idx][features])
 
-    context_names, context_codes = _context_codes(frame, spec.context)
+    context_names, row_contexts = context_codes(frame, spec.context)
 
     def split(rows: np.ndarray) -> Split:
         X = preprocessor.transform(frame.iloc[rows][features]).astype(np.float32)
-        context = context_codes[rows] if context_codes is not None else None
+        context = row_contexts[rows] if row_contexts is not None else None
         return Split(X=X, y=y[rows], groups=groups.codes[rows], context=context)
 
     return PreparedData(
@@ -202,10 +204,12 @@ def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedDa
         sensitive=tuple(sensitive),
         preprocessor=preprocessor,
         context_names=context_names,
+        label=table.label,
+        positive_label=table.positive_label,
     )
 
 
-def _context_codes(frame: pd.DataFrame, column: str | None) -> tuple[tuple[str, ...], np.ndarray | None]:
+def context_codes(frame: pd.DataFrame, column: str | None) -> tuple[tuple[str, ...], np.ndarray | None]:
     """Codes of the context column's values (a missing value is the context ``missing``)."""
     if column is None:
         return (), None

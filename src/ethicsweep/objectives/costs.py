@@ -63,19 +63,22 @@ class CostModel(BaseModel):
                 raise ValueError(f"the weight of group {group!r} must be > 0, got {weight}")
         return weights
 
-    def matrices(self, context_names: tuple[str, ...]) -> np.ndarray:
-        """Cost matrices, shape (max(1, n_contexts), 2, 3): one per context code, in code order."""
+    def matrices(self, context_names: tuple[str, ...], strict: bool = True) -> np.ndarray:
+        """Cost matrices, shape (max(1, n_contexts), 2, 3): one per context code, in code order.
+
+        ``strict``: a context named in ``by_context`` but absent from ``context_names`` is an
+        error (a spec mistake); otherwise it is ignored (new data that lacks it)."""
         unknown = sorted(set(self.by_context) - set(context_names))
-        if unknown:
+        if unknown and strict:
             allowed = ", ".join(context_names) if context_names else "none: set data.context to a column"
             raise SpecError(f"harm.by_context: context {unknown[0]!r} does not occur in the data; contexts: {allowed}")
         if not context_names:
             return np.asarray([self.default], dtype=np.float64)
         return np.asarray([self.by_context.get(name, self.default) for name in context_names], dtype=np.float64)
 
-    def weights(self, group_names: tuple[str, ...]) -> np.ndarray:
-        """Cost scale of each group code."""
+    def weights(self, group_names: tuple[str, ...], strict: bool = True) -> np.ndarray:
+        """Cost scale of each group code; ``strict`` as in :meth:`matrices`."""
         unknown = sorted(set(self.group_weights) - set(group_names))
-        if unknown:
+        if unknown and strict:
             raise SpecError(f"harm.group_weights: group {unknown[0]!r} does not occur in the data; groups: {', '.join(group_names)}")
         return np.asarray([self.group_weights.get(name, 1.0) for name in group_names], dtype=np.float64)
