@@ -1,11 +1,12 @@
-"""Non-dominated ranks against a brute-force definition."""
+"""Non-dominated ranks against a brute-force definition; hypervolume and reference points by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from ethicsweep.analysis import front_ranks
+from ethicsweep.analysis import front_ranks, hypervolume, minimization_form, reference_point
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
@@ -30,3 +31,32 @@ def test_hand_example_with_ties_nan_and_infeasible() -> None:
     feasible = np.array([True, True, True, True, True, False])
     ranks = front_ranks(frame, [("acc", "max"), ("gap", "min")], feasible=feasible)
     assert list(ranks) == [0, 0, 0, 1, -1, -1]
+
+
+def test_hypervolume_of_a_staircase_by_hand() -> None:
+    # minimization form; reference (4, 4). Slabs left to right: x in [1,2) height 4-3=1,
+    # [2,3) height 4-2=2, [3,4) height 4-1=3: area 1 + 2 + 3 = 6. The dominated point
+    # (3, 3) and the point (5, 0) beyond the reference add nothing; a NaN row is left out.
+    points = np.array([[1, 3], [2, 2], [3, 1], [3, 3], [5, 0], [np.nan, 1]], dtype=float)
+    assert hypervolume(points, np.array([4.0, 4.0])) == pytest.approx(6.0)
+    assert hypervolume(np.empty((0, 2)), np.array([4.0, 4.0])) == 0.0
+    assert hypervolume(np.array([[4.0, 1.0]]), np.array([4.0, 4.0])) == 0.0  # not strictly better
+
+
+def test_hypervolume_of_accuracy_and_gap_against_the_default_reference() -> None:
+    # accuracy (max) 0.85 at gap 0.15 and 0.80 at gap 0.02; majority rate 0.76, gap reference 0.2.
+    # Rectangles: (0.85-0.76) x (0.2-0.15) = 0.0045, plus (0.80-0.76) x (0.15-0.02) = 0.0052.
+    frame = pd.DataFrame({"accuracy": [0.85, 0.80], "dp_gap": [0.15, 0.02]})
+    objectives = [("accuracy", "max"), ("dp_gap", "min")]
+    points = minimization_form(frame, objectives)
+    reference = reference_point(objectives, 0.76, points)
+    assert list(reference) == pytest.approx([-0.76, 0.2])
+    assert hypervolume(points, reference) == pytest.approx(0.0045 + 0.0052)
+
+
+def test_reference_point_given_values_and_the_nadir_fallback() -> None:
+    objectives = [("accuracy", "max"), ("harm", "min"), ("coverage", "max")]
+    points = np.array([[-0.8, 0.3, -0.9], [-0.7, 0.5, -0.6]])
+    assert list(reference_point(objectives, 0.7, points)) == pytest.approx([-0.7, 0.5, -0.0])
+    given = reference_point(objectives, 0.7, points, {"accuracy": 0.5, "harm": 1.0})
+    assert list(given) == pytest.approx([-0.5, 1.0, -0.0])

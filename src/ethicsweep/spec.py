@@ -164,6 +164,7 @@ class Parameter(_Strict):
 class ObjectiveSpec(_Strict):
     metric: str
     direction: Literal["max", "min"] | None = Field(None, description="defaults to the metric's natural direction")
+    reference: float | None = Field(None, description="the hypervolume's reference value (the worst value that counts); default per metric")
 
     @field_validator("metric")
     @classmethod
@@ -229,6 +230,8 @@ class GovernanceSpec(_Strict):
 
     rationale: str = Field("", max_length=5000, description="why these terms, weights and bounds")
     owner: str = Field("", max_length=200, description="who answers for the choices")
+    intended_use: str = Field("", max_length=5000, description="what the models are for, and for whom (model cards)")
+    limitations: str = Field("", max_length=5000, description="known limits beyond those ethicsweep finds itself (model cards)")
     acceptable_risk: dict[str, float] = Field(
         default_factory=dict, description="metric -> bound: at most this for a lower-is-better metric, at least for a higher-is-better one"
     )

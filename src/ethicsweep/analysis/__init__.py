@@ -1,6 +1,6 @@
 """Analysis: Pareto fronts, held-out evaluation, the MLflow registry and the report."""
 
-from ethicsweep.analysis.pareto import front_ranks, minimization_form
+from ethicsweep.analysis.pareto import front_ranks, hypervolume, minimization_form, reference_point
 from ethicsweep.analysis.sweep import SweepAnalysis, analyze_sweep
 
-__all__ = ["SweepAnalysis", "analyze_sweep", "front_ranks", "minimization_form"]
+__all__ = ["SweepAnalysis", "analyze_sweep", "front_ranks", "hypervolume", "minimization_form", "reference_point"]

@@ -107,6 +107,7 @@ def register_front(
         version_tags = {
             **tags,
             "front_rank": str(int(row["front_rank"])),
+            "test_front_rank": str(int(row["test_front_rank"])),
             "trial_id": row["trial_id"],
             "objectives": objectives,
             **constraint_tags(config, row),

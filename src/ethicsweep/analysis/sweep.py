@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ethicsweep.analysis.heldout import evaluate_checkpoint, trial_config
-from ethicsweep.analysis.pareto import front_ranks
-from ethicsweep.analysis.registry import register_front
-from ethicsweep.analysis.report import ReportContext, write_report
+from ethicsweep.analysis.heldout import Heldout, evaluate_checkpoint, trial_config
+from ethicsweep.analysis.pareto import front_ranks, hypervolume, minimization_form, reference_point
+from ethicsweep.analysis.registry import constraint_tags, register_front
+from ethicsweep.analysis.report import ReportContext, write_front_png, write_report
 from ethicsweep.data import PreparedData
 from ethicsweep.search import SweepOutcome
 from ethicsweep.search.tracking import governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
 
-TRIALS_FILE, REPORT_FILE = "trials.csv", "report.html"
+TRIALS_FILE, REPORT_FILE, FRONT_PNG = "trials.csv", "report.html", "front.png"
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,16 @@ class SweepAnalysis:
     front: pd.DataFrame
     report: Path
     trials_csv: Path
+    hypervolume: dict[str, float]
+
+
+def group_table(heldout: Heldout) -> pd.DataFrame:
+    """One row per group on test: count, positives, each rate with its bootstrap interval."""
+    table = heldout.report.rates.table()
+    for rate, bounds in heldout.intervals.groupby("rate", sort=False):
+        bounds = bounds.set_index("group").loc[table["group"]]
+        table[f"{rate} 95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(bounds["low"], bounds["high"])]
+    return table
 
 
 def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) -> SweepAnalysis:
@@ -58,13 +68,27 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     small = [f"{name} ({size})" for name, size in zip(data.group_names, sizes) if size < data.min_group_size]
     if small:
         notes.add(f"validation split: left out of gaps (fewer than {data.min_group_size} rows): {', '.join(small)}")
-    test_rows = []
+    test_rows, groups = [], {}
     for (_, row), config in zip(front.iterrows(), configs):
-        report = evaluate_checkpoint(row["checkpoint"], config, data)
-        notes.update(f"test split: {n}" for n in report.notes)
-        test_rows.append({f"test/{k}": v for k, v in report.values.items()})
+        heldout = evaluate_checkpoint(row["checkpoint"], config, data)
+        notes.update(f"test split: {n}" for n in heldout.report.notes)
+        test_rows.append({f"test/{k}": v for k, v in heldout.report.values.items()})
+        groups[row["trial_id"]] = group_table(heldout)
     front = pd.concat([front, pd.DataFrame(test_rows, index=front.index)], axis=1)
     front.insert(0, "candidate", [f"candidate-{k}" for k in range(1, len(front) + 1)])
+    # fitted to validation: a front model can be dominated by another one on test
+    front["test_front_rank"] = front_ranks(front, [(f"test/{m}", d) for m, d in objectives]) if len(front) else []
+    given = {o.metric: o.reference for o in spec.search.objectives if o.reference is not None}
+    volumes, references = {}, {}
+    for split, labels in (("val", data.validation.y), ("test", data.test.y)):
+        points = minimization_form(front, [(f"{split}/{m}", d) for m, d in objectives])
+        reference = reference_point(objectives, float(max(labels.mean(), 1 - labels.mean())), points, given)
+        volumes[split] = hypervolume(points, reference)
+        references[split] = [round(-r if d == "max" else r, 6) for r, (_, d) in zip(reference, objectives)]
+    front["constraints"] = [
+        ", ".join(f"{k.removeprefix('constraint/')} {v}" for k, v in constraint_tags(config, row).items() if k.startswith("constraint/"))
+        for (_, row), config in zip(front.iterrows(), configs)
+    ]
 
     client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
     provenance = provenance_tags(spec, data.sha256)
@@ -88,8 +112,18 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
         provenance=provenance,
         governance=governance,
         notes=tuple(sorted(notes)),
+        hypervolume=volumes,
+        reference=references,
+        split_rows={"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        group_tables=groups,
+        configs=dict(zip(front["trial_id"], configs)),
     )
     report = write_report(outcome.run_dir / REPORT_FILE, trials, front, context)
-    for path in (report, trials_csv):
+    artifacts = [report, trials_csv]
+    if len(objectives) >= 2 and len(front):
+        artifacts.append(write_front_png(outcome.run_dir / FRONT_PNG, trials, front, objectives))
+    for path in artifacts:
         client.log_artifact(outcome.parent_run_id, str(path))
-    return SweepAnalysis(trials=trials, front=front, report=report, trials_csv=trials_csv)
+    for split, volume in volumes.items():
+        client.log_metric(outcome.parent_run_id, f"hypervolume/{split}", volume)
+    return SweepAnalysis(trials=trials, front=front, report=report, trials_csv=trials_csv, hypervolume=volumes)

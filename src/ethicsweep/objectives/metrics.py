@@ -300,3 +300,47 @@ def evaluate(
     if undefined:
         notes.append(f"undefined (fewer than two defined groups, one class, or nothing covered): {', '.join(undefined)}")
     return MetricReport(values=values, rates=rates, notes=tuple(notes))
+
+
+BOOTSTRAP_RATES = ("selection_rate", "tpr", "fpr", "accuracy")
+
+
+def bootstrap_group_rates(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    codes: np.ndarray,
+    names: tuple[str, ...],
+    replicates: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Percentile bootstrap intervals of each group's selection rate, TPR, FPR and accuracy.
+
+    Every replicate resamples all rows with replacement (so group sizes vary, as they
+    would in a new sample); a rate undefined in a replicate (no rows, positives or
+    negatives of that group) is left out of that rate's percentiles. One row per group
+    and rate: ``group``, ``rate``, ``low``, ``high``; NaN bounds when no replicate defines it.
+    """
+    y_true = np.asarray(y_true).astype(np.float64).ravel()
+    y_pred = np.asarray(y_pred).astype(np.float64).ravel()
+    one_hot = np.zeros((len(y_true), len(names)))
+    one_hot[np.arange(len(y_true)), np.asarray(codes, dtype=np.int64)] = 1.0
+    weights = np.random.default_rng(seed).multinomial(len(y_true), np.full(len(y_true), 1 / len(y_true)), size=replicates)
+    total = weights @ one_hot
+    positives, negatives = weights @ (one_hot * y_true[:, None]), weights @ (one_hot * (1 - y_true)[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = {
+            "selection_rate": (weights @ (one_hot * y_pred[:, None])) / total,
+            "tpr": (weights @ (one_hot * (y_pred * y_true)[:, None])) / positives,
+            "fpr": (weights @ (one_hot * (y_pred * (1 - y_true))[:, None])) / negatives,
+            "accuracy": (weights @ (one_hot * (y_pred == y_true)[:, None])) / total,
+        }
+    tail = (1 - level) / 2 * 100
+    rows = []
+    for g, name in enumerate(names):
+        for rate in BOOTSTRAP_RATES:
+            values = rates[rate][:, g]
+            values = values[np.isfinite(values)]
+            low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan)
+            rows.append({"group": name, "rate": rate, "low": float(low), "high": float(high)})
+    return pd.DataFrame(rows)
