@@ -94,7 +94,8 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None
         f"data: {data.name}, {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, "
         f"{len(data.feature_names)} features, groups: {', '.join(data.group_names)}"
     )
-    first = spec.search.objectives[0].metric
+    metrics = [o.metric for o in spec.search.objectives]
+    first = metrics[0]
     with Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console,
@@ -107,6 +108,10 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None
                 progress.update(task, last=f"trial {event.trial_id} epoch {event.epoch}: val {first} {value:.4f}")
             else:
                 progress.update(task, completed=event.finished, last=f"trial {event.trial_id} {'done' if event.kind == 'done' else 'FAILED'}")
+                if not console.is_terminal:  # a log (CI, `ray job submit`): one line per trial, as it ends
+                    values = ", ".join(f"val {m} {event.result.get(f'val/{m}', float('nan')):.4f}" for m in metrics)
+                    progress.console.print(f"[{event.finished}/{spec.search.num_trials}] trial {event.trial_id} "
+                                           f"{'done' if event.kind == 'done' else 'FAILED'}: {values}")  # fmt: skip
 
         outcome = run_sweep(spec, data, address=address, tracking_uri=tracking_uri, on_event=on_event)
     finished = int((outcome.trials["status"] == "ok").sum()) if len(outcome.trials) else 0
@@ -273,6 +278,15 @@ def select(
     console.print(f"load it: mlflow.pyfunc.load_model('models:/{name}@{alias}') with tracking URI {uri}", soft_wrap=True)
 
 
+def _number(value: Any, signed: bool = False) -> str:
+    """A table cell: floats to 4 decimals (``+`` sign when ``signed``), NaN as ``n/a``."""
+    if not isinstance(value, float):
+        return escape(str(value))
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
 def _tolerances(items: list[str]) -> dict[str, float]:
     from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
 
@@ -312,10 +326,9 @@ def audit(
     import json
     import tempfile
 
-    from mlflow.exceptions import MlflowException
-
     from ethicsweep.analysis.audit import audit as run_audit
     from ethicsweep.analysis.audit import model_files
+    from ethicsweep.analysis.registry import download_model_files, resolve_version
     from ethicsweep.data.loaders import load_table
     from ethicsweep.search.tracking import existing_store
 
@@ -324,18 +337,12 @@ def audit(
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise EthicsweepError("--tracking-uri: give the MLflow store that holds the model (or set MLFLOW_TRACKING_URI)")
-    reference = model.removeprefix("models:/")
-    name, sep, which = reference.partition("@") if "@" in reference else reference.rpartition("/")
-    if not name or not which:
-        raise EthicsweepError(f"MODEL {model!r}: write NAME@ALIAS or NAME/VERSION, e.g. adult-demo@champion")
     client = existing_store(uri)
-    try:
-        version = client.get_model_version_by_alias(name, which) if sep == "@" else client.get_model_version(name, which)
-    except MlflowException:
-        raise EthicsweepError(f"MODEL {model!r}: no such registered version in {uri}") from None
+    version = resolve_version(client, model)
+    name = version.name
     recorded = {k.removeprefix("test/"): float(v) for k, v in version.tags.items() if k.startswith("test/")}
     with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(client.download_artifacts(version.run_id, "model/data/ethicsweep", tmp))
+        directory = download_model_files(client, version, tmp)
         described = model_files(directory)[2]
         with console.status(f"Scoring {data} with {name} version {version.version}..."):
             table = load_table(data, described["label"], described["positive_label"], field="DATA")
@@ -353,7 +360,7 @@ def audit(
     for column in groups.columns:
         by_group.add_column(str(column), justify="left" if column == "group" else "right")
     for row in groups.itertuples(index=False):
-        by_group.add_row(*(escape(str(v)) if isinstance(v, str) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        by_group.add_row(*(_number(v) for v in row))
     console.print(by_group)
     for note in result.report.notes:
         console.print(f"note: {escape(note)}")
@@ -369,6 +376,86 @@ def audit(
         errors.print(f"[red]breach:[/] {len(result.breaches)} metric(s) worse than recorded beyond tolerance: {escape(listed)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"pass: every metric within tolerance of the recorded test metrics ({len(result.checks)} checked).")
+
+
+@app.command()
+def ablate(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A registered version: `NAME@ALIAS` or `NAME/VERSION` (a `models:/` prefix is allowed), e.g. `adult-demo@champion`.")],
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URI", help="The MLflow store that holds the model, e.g. `sqlite:///ethicsweep-runs/adult-demo/mlflow.db`. Default: $MLFLOW_TRACKING_URI.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Also write the table to this CSV file.")] = None,
+) -> None:
+    """Retrain a registered model once per loss term with that term removed (and once
+    without DP-SGD when it used it), with the same seed, data and splits, and show how
+    every test metric moves.
+
+    The full model is retrained too, so each column differs from it by one term. The table
+    is logged to the version's MLflow run (`ablation/ablation.csv`), tagged on the version,
+    and added to the sweep's report.
+
+    Example: `ethicsweep ablate adult-demo@champion --tracking-uri sqlite:///ethicsweep-runs/adult-demo/mlflow.db`
+    """
+    import tempfile
+
+    from ethicsweep.analysis.ablation import ablate as run_ablation
+    from ethicsweep.analysis.ablation import ablations
+    from ethicsweep.analysis.audit import model_files
+    from ethicsweep.analysis.registry import download_model_files, resolve_version
+    from ethicsweep.analysis.report import add_ablation
+    from ethicsweep.data import prepare
+    from ethicsweep.search.tracking import existing_store
+
+    _quiet_libraries()
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise EthicsweepError("--tracking-uri: give the MLflow store that holds the model (or set MLFLOW_TRACKING_URI)")
+    client = existing_store(uri)
+    version = resolve_version(client, model)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, config, described = model_files(download_model_files(client, version, tmp))
+    parts = list(ablations(config))
+    if len(parts) == 1:
+        raise EthicsweepError(f"MODEL {model!r}: it was trained with no loss term beyond cross-entropy and without DP-SGD: nothing to ablate")
+    with console.status(f"Loading and preparing {spec.data.dataset}..."):
+        data = prepare(spec.data, spec.seed)
+    if data.sha256 != described.get("data_sha256"):
+        raise EthicsweepError(f"data: {spec.data.dataset!r} is not the data version {version.version} was trained on (its SHA-256 differs)")
+    with console.status("") as status:
+        done: list[str] = []
+
+        def on_done(label: str) -> None:
+            done.append(label)
+            if len(done) < len(parts):
+                status.update(f"Retrained {len(done)} of {len(parts)}; training {parts[len(done)]}...")
+
+        status.update(f"Training 1 of {len(parts)}: {parts[0]}...")
+        result = run_ablation(config, data, on_done)
+    table = result.table()
+    shown = Table(title=f"Ablation of {version.name} version {version.version}: test metrics, retrained with seed {config.seed}")
+    for column in table.columns:
+        shown.add_column(str(column), justify="left" if column in ("metric", "better") else "right")
+    for row in table.itertuples(index=False):
+        shown.add_row(*(_number(v, signed=str(c).startswith("change")) for c, v in zip(table.columns, row)))
+    console.print(shown)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ablation.csv"
+        table.to_csv(path, index=False)
+        client.log_artifact(version.run_id, str(path), "ablation")
+        if csv_out is not None:
+            csv_out.write_bytes(path.read_bytes())
+    client.set_model_version_tag(version.name, version.version, "ablation", ", ".join(parts[1:]))
+    parent = client.get_run(version.run_id).data.tags.get("mlflow.parentRunId")
+    run_dir = client.get_run(parent).data.tags.get("ethicsweep.run_dir") if parent else None
+    report = Path(run_dir) / "report.html" if run_dir else None
+    if report is not None and report.is_file():
+        aliases = sorted(a for a, v in client.get_registered_model(version.name).aliases.items() if v == version.version)
+        try:
+            add_ablation(report, str(version.version), f"version {version.version} ({', '.join(aliases) or 'no alias'})", table)
+        except ValueError as exc:
+            console.print(f"report:     not updated: {escape(str(exc))}", soft_wrap=True)
+        else:
+            client.log_artifact(parent, str(report))
+            console.print(f"report:     {report} (ablation added)", soft_wrap=True)
+    console.print(f"logged:     ablation/ablation.csv on run {version.run_id}; version tag 'ablation' set", soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:

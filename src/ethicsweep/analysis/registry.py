@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from ethicsweep.analysis.pyfunc import save_pyfunc
 from ethicsweep.analysis.selection import Candidate, SelectionError
 from ethicsweep.data import PreparedData
+from ethicsweep.errors import EthicsweepError
 from ethicsweep.spec import SweepSpec, TrainConfig
 from ethicsweep.trainables.checkpoint import MODEL_FILE
 
@@ -142,3 +144,22 @@ def front_candidates(client: MlflowClient, name: str) -> tuple[list[Candidate], 
     if not pairs:
         raise SelectionError(f"registered model {name!r}: its versions carry no 'objectives' tag (registered by an older ethicsweep)")
     return candidates, pairs
+
+
+def resolve_version(client: MlflowClient, reference: str) -> ModelVersion:
+    """The registered version that ``reference`` names: ``NAME@ALIAS`` or ``NAME/VERSION``,
+    optionally with a ``models:/`` prefix. Raises EthicsweepError naming what is wrong."""
+    text = reference.removeprefix("models:/")
+    name, sep, which = text.partition("@") if "@" in text else text.rpartition("/")
+    if not name or not which:
+        raise EthicsweepError(f"MODEL {reference!r}: write NAME@ALIAS or NAME/VERSION, e.g. adult-demo@champion")
+    try:
+        return client.get_model_version_by_alias(name, which) if sep == "@" else client.get_model_version(name, which)
+    except MlflowException:
+        raise EthicsweepError(f"MODEL {reference!r}: no such registered version in {client.tracking_uri}") from None
+
+
+def download_model_files(client: MlflowClient, version: ModelVersion, directory: str | Path) -> Path:
+    """Download a version's data files (weights, configs, spec; see the module docstring)
+    into ``directory``; the path of the folder that holds them."""
+    return Path(client.download_artifacts(version.run_id, f"{MODEL_ARTIFACT_DIR}/data/ethicsweep", str(directory)))

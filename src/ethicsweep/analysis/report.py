@@ -234,6 +234,22 @@ def _governance_html(governance: GovernanceSpec, front: pd.DataFrame) -> str:
     return "".join(parts) + _table(pd.DataFrame(rows))
 
 
+ABLATION_MARK = "<!-- ethicsweep:ablations -->"
+
+
+def add_ablation(path: Path, key: str, title: str, table: pd.DataFrame) -> None:
+    """Insert (or replace) the ablation table ``key`` in the report at ``path``, at the
+    place :func:`write_report` marks for it. ``title`` and every cell are escaped."""
+    text = path.read_text(encoding="utf-8")
+    if ABLATION_MARK not in text:
+        raise ValueError(f"{path} has no place for ablations (written by an older ethicsweep)")
+    start, end = f"<!-- ablation {html.escape(key)} -->", f"<!-- /ablation {html.escape(key)} -->"
+    if start in text:
+        text = text[: text.index(start)] + text[text.index(end) + len(end) :]
+    block = f"{start}<h4>{html.escape(title)}</h4>{_table(table)}{end}\n"
+    path.write_text(text.replace(ABLATION_MARK, block + ABLATION_MARK, 1), encoding="utf-8")
+
+
 def write_report(path: Path, trials: pd.DataFrame, front: pd.DataFrame, context: ReportContext) -> Path:
     """Write the report to ``path`` and return it.
 
@@ -296,6 +312,10 @@ the summary table (README, "Hypervolume"; higher is better).</p>
 <p>Each loss part's share of the gradient norm, its mean value in the last epoch, and the
 multiplier of each constrained term (last epoch, training split).</p>
 {drivers}
+<h3>Ablations</h3>
+<p>Run <code>ethicsweep ablate MODEL</code> to retrain a candidate once per term with that
+term removed; its table appears here.</p>
+{ABLATION_MARK}
 <h2>Governance</h2>
 {_governance_html(context.governance, front)}
 <h2>Model cards</h2>
