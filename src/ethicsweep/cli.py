@@ -278,6 +278,62 @@ def select(
     console.print(f"load it: mlflow.pyfunc.load_model('models:/{name}@{alias}') with tracking URI {uri}", soft_wrap=True)
 
 
+def _reference(text: str | None) -> dict[str, float]:
+    """``--reference accuracy=0.76,dp_gap=0.2`` as {metric: value}."""
+    from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
+
+    given: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        metric, _, value = item.partition("=")
+        metric = metric.strip()
+        if metric not in METRIC_DIRECTIONS:
+            raise EthicsweepError(f"--reference {text!r}: unknown metric {metric!r}; metrics: {', '.join(METRIC_DIRECTIONS)}")
+        try:
+            given[metric] = float(value)
+        except ValueError:
+            given[metric] = math.nan
+        if not math.isfinite(given[metric]):
+            raise EthicsweepError(f"--reference {text!r}: write METRIC=VALUE[,METRIC=VALUE...] with finite numbers, e.g. accuracy=0.76,dp_gap=0.2")
+    return given
+
+
+@app.command()
+def compare(
+    sweeps: Annotated[list[str], typer.Argument(metavar="SWEEP...", help="Two or more sweeps: each its directory, its spec file, or its registered model name with --tracking-uri.")],
+    reference: Annotated[str | None, typer.Option("--reference", metavar="R", help="The reference point, e.g. `accuracy=0.76,dp_gap=0.2`. Default: per objective, the worst of the sweeps' own recorded reference points.")] = None,
+    output: Annotated[Path, typer.Option("--output", metavar="FILE", help="Where to write the comparison page (HTML, opens offline).")] = Path("comparison.html"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Compare the registered Pareto fronts of two or more sweeps with the same objectives:
+    hypervolume on validation and test against one reference point, and the fronts overlaid.
+
+    Example: `ethicsweep compare ethicsweep-runs/adult-demo ethicsweep-runs/adult-wide --output compare.html`
+    """
+    from ethicsweep.analysis.compare import hypervolumes, load_front, write_comparison
+    from ethicsweep.search.tracking import existing_store
+
+    _quiet_libraries()
+    if len(sweeps) < 2:
+        raise EthicsweepError(f"SWEEP: give two or more sweeps to compare, not {len(sweeps)}")
+    given = _reference(reference)
+    stores = [_sweep_store(sweep, tracking_uri) for sweep in sweeps]
+    if len(set(stores)) < len(stores):
+        raise EthicsweepError(f"SWEEP: the same sweep is named twice ({', '.join(sweeps)})")
+    unique = len({name for name, _ in stores}) == len(stores)
+    fronts = [load_front(existing_store(uri), name, None if unique else sweep) for sweep, (name, uri) in zip(sweeps, stores)]
+    table = hypervolumes(fronts, given)
+    shown = Table(title="Registered fronts compared (hypervolume: higher is better; one reference point per split)")
+    for column in table.columns:
+        shown.add_column(str(column), justify="left" if column == "sweep" else "right")
+    for row in table.itertuples(index=False):
+        shown.add_row(*(f"{v:.6f}" if isinstance(v, float) else escape(str(v)) for v in row))
+    console.print(shown)
+    page = write_comparison(output, fronts, table, given)
+    console.print(f"comparison: {page.resolve()}", soft_wrap=True)
+
+
 def _number(value: Any, signed: bool = False) -> str:
     """A table cell: floats to 4 decimals (``+`` sign when ``signed``), NaN as ``n/a``."""
     if not isinstance(value, float):

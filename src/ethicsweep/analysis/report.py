@@ -47,13 +47,17 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _table(frame: pd.DataFrame) -> str:
+def html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False))
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
-def _label(metric: str, mode: str) -> str:
+def _reference_text(objectives: list[tuple[str, str]], reference: list[float]) -> str:
+    return ", ".join(f"{metric} {value:g}" for (metric, _), value in zip(objectives, reference))
+
+
+def axis_label(metric: str, mode: str) -> str:
     return f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)"
 
 
@@ -86,7 +90,7 @@ def _front_figure(trials: pd.DataFrame, front: pd.DataFrame, split: str, pair: t
         else f"{y_metric} against {x_metric}, test (held out): the same front models, numbered by candidate"
     )
     figure.update_layout(
-        title=title, xaxis_title=_label(x_metric, x_mode), yaxis_title=_label(y_metric, y_mode),
+        title=title, xaxis_title=axis_label(x_metric, x_mode), yaxis_title=axis_label(y_metric, y_mode),
         template="plotly_white", height=460, margin={"t": 50, "l": 60, "r": 20, "b": 50},
     )
     return figure
@@ -137,8 +141,8 @@ def write_front_png(path: Path, trials: pd.DataFrame, front: pd.DataFrame, objec
             ax.annotate(row["candidate"].removeprefix("candidate-"), (row[f"{split}/{x_metric}"], row[f"{split}/{y_metric}"]),
                         textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
         ax.set_title("validation" if split == "val" else "test (held out)")
-        ax.set_xlabel(_label(x_metric, x_mode))
-        ax.set_ylabel(_label(y_metric, y_mode))
+        ax.set_xlabel(axis_label(x_metric, x_mode))
+        ax.set_ylabel(axis_label(y_metric, y_mode))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -201,7 +205,7 @@ def _model_cards(front: pd.DataFrame, context: ReportContext) -> str:
         listed = "".join(f"<tr><th>{html.escape(k)}</th><td class='wrap'>{html.escape(v)}</td></tr>" for k, v in items)
         limits = "".join(f"<li>{html.escape(x)}</li>" for x in _limitations(row, context, config))
         groups = context.group_tables.get(row["trial_id"])
-        group_html = _table(groups) if groups is not None else ""
+        group_html = html_table(groups) if groups is not None else ""
         cards.append(
             f"<details><summary><b>{html.escape(row['candidate'])}</b> — version {html.escape(str(row['version']))}: {html.escape(objectives)}</summary>"
             f"<table>{listed}</table><p><b>Limitations</b></p><ul>{limits}</ul>"
@@ -214,7 +218,7 @@ def _drivers_table(front: pd.DataFrame) -> str:
     columns = [c for c in front.columns if c.startswith(("grad_share/", "loss/", "lambda/"))]
     if not columns:
         return "<p>No per-term values were reported.</p>"
-    return _table(front[["candidate", *sorted(columns)]])
+    return html_table(front[["candidate", *sorted(columns)]])
 
 
 def _governance_html(governance: GovernanceSpec, front: pd.DataFrame) -> str:
@@ -231,7 +235,7 @@ def _governance_html(governance: GovernanceSpec, front: pd.DataFrame) -> str:
             f"{row[f'test/{metric}']:.4f} {'met' if governance.risk_met(metric, row[f'test/{metric}']) else 'NOT met'}"
             for _, row in front.iterrows()
         ]
-    return "".join(parts) + _table(pd.DataFrame(rows))
+    return "".join(parts) + html_table(pd.DataFrame(rows))
 
 
 ABLATION_MARK = "<!-- ethicsweep:ablations -->"
@@ -246,7 +250,7 @@ def add_ablation(path: Path, key: str, title: str, table: pd.DataFrame) -> None:
     start, end = f"<!-- ablation {html.escape(key)} -->", f"<!-- /ablation {html.escape(key)} -->"
     if start in text:
         text = text[: text.index(start)] + text[text.index(end) + len(end) :]
-    block = f"{start}<h4>{html.escape(title)}</h4>{_table(table)}{end}\n"
+    block = f"{start}<h4>{html.escape(title)}</h4>{html_table(table)}{end}\n"
     path.write_text(text.replace(ABLATION_MARK, block + ABLATION_MARK, 1), encoding="utf-8")
 
 
@@ -284,18 +288,18 @@ def write_report(path: Path, trials: pd.DataFrame, front: pd.DataFrame, context:
             "item": ["data set", "sensitive columns", "groups", "objectives", "trials", "wall time", "MLflow tracking URI",
                      *(f"hypervolume ({split})" for split in context.hypervolume), *context.provenance.keys()],
             "value": [context.dataset, ", ".join(context.sensitive), ", ".join(context.group_names),
-                      ", ".join(_label(m, d) for m, d in objectives), f"{ok} finished, {len(failed)} failed",
+                      ", ".join(axis_label(m, d) for m, d in objectives), f"{ok} finished, {len(failed)} failed",
                       f"{context.wall_seconds:.0f} s", context.tracking_uri,
-                      *(f"{v:.6f} (reference point {context.reference.get(split)})" for split, v in context.hypervolume.items()),
+                      *(f"{v:.6f} (reference point: {_reference_text(objectives, context.reference.get(split, []))})" for split, v in context.hypervolume.items()),
                       *(v or "(none)" for v in context.provenance.values())],
         }
     )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in context.notes)
     drivers = _drivers_table(front)
-    failures = _table(failed[["trial_id", "error"]]) if len(failed) else "<p>None.</p>"
+    failures = html_table(failed[["trial_id", "error"]]) if len(failed) else "<p>None.</p>"
     body = f"""
 <h1>ethicsweep report: {html.escape(context.sweep)}</h1>
-{_table(summary)}
+{html_table(summary)}
 <h2>Pareto front</h2>
 <p>The front is computed on the validation split. Its models were then re-evaluated on the
 untouched test split; a model's test point can fall off the validation front.</p>
@@ -305,9 +309,9 @@ the summary table (README, "Hypervolume"; higher is better).</p>
 <h2>Every trial</h2>
 {f'<div class="figure">{parallel.to_html(full_html=False, include_plotlyjs=False)}</div>' if parallel else '<p>No finished trial.</p>'}
 <h2>Front models</h2>
-{_table(front_table)}
+{html_table(front_table)}
 <h3>Metrics on validation and test</h3>
-{_table(comparison)}
+{html_table(comparison)}
 <h2>What drove each model</h2>
 <p>Each loss part's share of the gradient norm, its mean value in the last epoch, and the
 multiplier of each constrained term (last epoch, training split).</p>
@@ -328,8 +332,15 @@ limitations, and its rates per group on test.</p>
 {failures}
 <p class="foot">Metric definitions: the ethicsweep README, section "Metrics". Every trial: trials.csv beside this file.</p>
 """
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ethicsweep: {html.escape(context.sweep)}</title>
+    path.write_text(html_page(f"ethicsweep: {context.sweep}", body), encoding="utf-8")
+    return path
+
+
+def html_page(title: str, body: str) -> str:
+    """A whole offline page: ``title`` (escaped here), the report's style, plotly.js inline,
+    and ``body`` (HTML, already escaped)."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1f2933; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }}
@@ -343,5 +354,3 @@ details {{ margin: 0.4rem 0; }}
 </style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>{body}</body></html>"""
-    path.write_text(page, encoding="utf-8")
-    return path

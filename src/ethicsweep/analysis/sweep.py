@@ -3,6 +3,7 @@ versions, ``trials.csv`` and the report."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
         points = minimization_form(front, [(f"{split}/{m}", d) for m, d in objectives])
         reference = reference_point(objectives, float(max(labels.mean(), 1 - labels.mean())), points, given)
         volumes[split] = hypervolume(points, reference)
-        references[split] = [round(-r if d == "max" else r, 6) for r, (_, d) in zip(reference, objectives)]
+        references[split] = [round(float(-r if d == "max" else r), 6) for r, (_, d) in zip(reference, objectives)]
     front["constraints"] = [
         ", ".join(f"{k.removeprefix('constraint/')} {v}" for k, v in constraint_tags(config, row).items() if k.startswith("constraint/"))
         for (_, row), config in zip(front.iterrows(), configs)
@@ -96,7 +97,7 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     front["acceptable_risk_met"] = [
         all(governance.risk_met(m, row[f"test/{m}"]) for m in governance.acceptable_risk) for _, row in front.iterrows()
     ]
-    tags = {**provenance, **governance_tags(spec)}
+    tags = {**provenance, **governance_tags(spec), **{f"hypervolume_reference/{split}": json.dumps(r) for split, r in references.items()}}
     front.insert(1, "version", register_front(client, spec, data, front, configs, tags) if len(front) else [])
 
     trials_csv = outcome.run_dir / TRIALS_FILE
