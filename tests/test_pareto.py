@@ -60,3 +60,14 @@ def test_reference_point_given_values_and_the_nadir_fallback() -> None:
     assert list(reference_point(objectives, 0.7, points)) == pytest.approx([-0.7, 0.5, -0.0])
     given = reference_point(objectives, 0.7, points, {"accuracy": 0.5, "harm": 1.0})
     assert list(given) == pytest.approx([-0.5, 1.0, -0.0])
+
+
+def test_broken_constraints_by_hand() -> None:
+    from ethicsweep.analysis.sweep import broken_constraints
+    from ethicsweep.rules import Rule
+
+    trials = pd.DataFrame({"val/epsilon": [2.0, 5.0, np.nan], "val/accuracy": [0.85, 0.86, 0.9]})
+    rules = [Rule.parse("epsilon <= 3", "val"), Rule.parse("accuracy > 0.85", "val")]
+    # row 0: epsilon holds, accuracy 0.85 is not > 0.85; row 1: epsilon broken; row 2: NaN epsilon breaks
+    assert broken_constraints(trials, rules) == ["val/accuracy > 0.85", "val/epsilon <= 3", "val/epsilon <= 3"]
+    assert broken_constraints(trials, []) == ["", "", ""]

@@ -21,6 +21,7 @@ from ethicsweep.objectives.costs import CostModel
 from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
 from ethicsweep.objectives.privacy import PrivacySpec, dp_sgd_refusal
 from ethicsweep.objectives.registry import TERM_KINDS, TermSpec
+from ethicsweep.rules import Rule, RuleError
 
 
 class _Strict(BaseModel):
@@ -144,6 +145,19 @@ class Parameter(_Strict):
             return [int(self.low), int(self.high)]
         return [self.low, self.high]
 
+    def admits(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's range or choices."""
+        if self.type == "categorical":
+            return any(value == choice and type(value) is type(choice) for choice in self.choices or [])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.type == "int" and value != int(value)):
+            return False
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.type == "categorical":
+            return f"choices {self.choices}"
+        return f"{self.type} range [{self.low:g}, {self.high:g}]{' (log)' if self.log else ''}"
+
     @model_validator(mode="after")
     def _check(self) -> Parameter:
         if self.type == "categorical":
@@ -188,10 +202,29 @@ class ObjectiveSpec(_Strict):
         return self.direction or METRIC_DIRECTIONS[self.metric]
 
 
+OPTUNA_SEARCHERS = ("nsga2", "nsga3", "tpe", "gp", "random")
+PYMOO_SEARCHERS = ("pymoo-nsga2", "pymoo-nsga3", "pymoo-smsemoa", "pymoo-agemoea")
+Searcher = Literal["nsga2", "nsga3", "tpe", "gp", "random", "pymoo-nsga2", "pymoo-nsga3", "pymoo-smsemoa", "pymoo-agemoea"]
+
+
+class SchedulerSpec(_Strict):
+    """Early stopping across trials: ``none`` (every trial trains all its epochs) or
+    ``mo_asha`` (multi-objective asynchronous successive halving over the objectives)."""
+
+    kind: Literal["none", "mo_asha"] = "none"
+    grace_period: int = Field(1, ge=1, description="epochs every trial trains before the first rung")
+    reduction_factor: float = Field(3.0, gt=1, description="about 1/reduction_factor of the trials at a rung go on")
+
+
 class SearchSpec(_Strict):
-    searcher: Literal["nsga2", "random"] = "nsga2"
+    searcher: Searcher = "nsga2"
     num_trials: int = Field(24, ge=1, le=100_000)
-    population_size: int = Field(8, ge=2, description="NSGA-II generation size")
+    population_size: int = Field(8, ge=2, description="generation size of the evolutionary searchers")
+    constraints: list[str] = Field(default_factory=list, description="rules on validation metrics, e.g. 'epsilon <= 3'")
+    initial: list[dict[str, Any]] = Field(default_factory=list, description="configurations tried first (warm start)")
+    scheduler: SchedulerSpec = SchedulerSpec()
+    max_failures: int = Field(1, ge=0, le=100, description="retries of a trial whose worker crashed")
+    time_limit_s: float | None = Field(None, gt=0, description="a trial stops after the epoch that passes this many seconds")
     max_concurrent: int | None = Field(None, ge=1, description="default: as many as the cluster's CPUs allow")
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
@@ -209,6 +242,23 @@ class SearchSpec(_Strict):
             if metrics.count(metric) > 1:
                 raise ValueError(f"objective {metric!r} is listed twice; list each metric once")
         return objectives
+
+    @field_validator("constraints")
+    @classmethod
+    def _rules(cls, constraints: list[str]) -> list[str]:
+        for text in constraints:
+            try:
+                rule = Rule.parse(text, split="val", where="constraint")
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
+            if not rule.key.startswith("val/"):
+                raise ValueError(f"constraint {text!r}: constraints read validation metrics (the test split is held out); write it without 'test/'")
+        return constraints
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The constraints, parsed (keys like ``val/epsilon``)."""
+        return [Rule.parse(text, split="val") for text in self.constraints]
 
     @field_validator("space")
     @classmethod
@@ -295,6 +345,24 @@ class SweepSpec(_Strict):
                 except ValidationError as exc:
                     detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
                     raise ValueError(f"search.space.{path}: the value {probe!r} is not allowed: {detail}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _initial_in_space(self) -> SweepSpec:
+        space = self.search.space
+        if self.search.initial and self.search.searcher in PYMOO_SEARCHERS:
+            raise ValueError(f"search.initial: a warm start needs an Optuna searcher ({', '.join(OPTUNA_SEARCHERS)}), not {self.search.searcher!r}")
+        for i, config in enumerate(self.search.initial):
+            where = f"search.initial.{i}"
+            unknown = [path for path in config if path not in space]
+            if unknown:
+                raise ValueError(f"{where}: {unknown[0]!r} is not in search.space; allowed: {', '.join(space)}")
+            missing = [path for path in space if path not in config]
+            if missing:
+                raise ValueError(f"{where}: gives no value for {missing[0]!r}; a starting configuration sets every searched parameter")
+            for path, value in config.items():
+                if not space[path].admits(value):
+                    raise ValueError(f"{where}.{path}: {value!r} is outside the searched {space[path].describe()}")
         return self
 
     @property

@@ -1,12 +1,7 @@
 """Choosing the model to deploy from a registered front, by stated rules.
 
-Rules (``--where``) are parsed by a small grammar, never evaluated as code::
-
-    rule   := metric op number
-    metric := [split "/"] name        split: val | test; name: a known metric
-    op     := "<=" | "<" | ">=" | ">" | "=="
-
-A candidate meets a rule when its recorded value satisfies it (NaN never does). Among the
+Rules (``--where``) are parsed by the grammar of :mod:`ethicsweep.rules`, never evaluated
+as code. A candidate meets a rule when its recorded value satisfies it (NaN never does). Among the
 candidates that meet every rule, one is chosen:
 
 - ``prefer``: the best value of one metric in its natural direction (ties: the lower
@@ -26,7 +21,6 @@ one to minimize: f̂ = (f − ideal) / (nadir − ideal), 0 where all candidates
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,67 +28,15 @@ import numpy as np
 from pymoo.decomposition.asf import ASF
 from pymoo.mcdm.pseudo_weights import PseudoWeights
 
-from ethicsweep.errors import EthicsweepError
 from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
+from ethicsweep.rules import SPLITS, Rule, RuleError, metric_key
 
-SPLITS = ("val", "test")
+__all__ = ["METHODS", "SPLITS", "Candidate", "Rule", "SelectionError", "Selection", "metric_key", "parse_weights", "select"]
+
 METHODS = ("prefer", "knee", "asf", "pseudo-weights")
 Method = Literal["prefer", "knee", "asf", "pseudo-weights"]
-_OPS = {"<=": np.less_equal, "<": np.less, ">=": np.greater_equal, ">": np.greater, "==": np.equal}
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_RULE = re.compile(rf"^\s*(?P<metric>[A-Za-z0-9_/]+)\s*(?P<op><=|>=|==|<|>)\s*(?P<bound>{_NUMBER})\s*$")
 
-
-class SelectionError(EthicsweepError):
-    """A rule, metric, method or weight that cannot be used."""
-
-
-def metric_key(text: str, split: str, where: str) -> str:
-    """``split/name`` from ``name`` or ``split/name``; SelectionError for anything else."""
-    parts = text.split("/")
-    name = parts[-1]
-    chosen = parts[0] if len(parts) == 2 else split
-    if len(parts) > 2 or chosen not in SPLITS or name not in METRIC_DIRECTIONS:
-        raise SelectionError(
-            f"{where}: unknown metric {text!r}; use a metric name, optionally as val/<name> or test/<name>: "
-            f"{', '.join(METRIC_DIRECTIONS)}"
-        )
-    return f"{chosen}/{name}"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``key op bound`` on a recorded metric (``key`` like ``test/dp_gap``)."""
-
-    key: str
-    op: str
-    bound: float
-
-    @classmethod
-    def parse(cls, text: str, split: str = "test") -> Rule:
-        match = _RULE.match(text)
-        if not match:
-            raise SelectionError(
-                f"--where {text!r}: not a rule; write METRIC OP NUMBER, e.g. 'dp_gap <= 0.05', with OP one of <=, <, >=, >, =="
-            )
-        key = metric_key(match["metric"], split, f"--where {text!r}")
-        bound = float(match["bound"])
-        if not math.isfinite(bound):
-            raise SelectionError(f"--where {text!r}: the bound must be a finite number")
-        return cls(key, match["op"], bound)
-
-    def holds(self, value: float) -> bool:
-        return bool(_OPS[self.op](value, self.bound)) if not math.isnan(value) else False
-
-    def shortfall(self, value: float) -> float:
-        """How far ``value`` is from meeting the rule, relative to |bound| (absolute when the
-        bound is 0); 0 when it holds, ∞ for NaN."""
-        if math.isnan(value):
-            return math.inf
-        return 0.0 if self.holds(value) else abs(value - self.bound) / (abs(self.bound) or 1.0)
-
-    def __str__(self) -> str:
-        return f"{self.key} {self.op} {self.bound:g}"
+SelectionError = RuleError  # one error for rules, metrics, methods and weights
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from ethicsweep.analysis.pareto import front_ranks, hypervolume, minimization_fo
 from ethicsweep.analysis.registry import constraint_tags, register_front
 from ethicsweep.analysis.report import ReportContext, write_front_png, write_report
 from ethicsweep.data import PreparedData
+from ethicsweep.rules import Rule
 from ethicsweep.search import SweepOutcome
 from ethicsweep.search.tracking import governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
@@ -43,11 +44,22 @@ def group_table(heldout: Heldout) -> pd.DataFrame:
     return table
 
 
+def broken_constraints(trials: pd.DataFrame, rules: list[Rule]) -> list[str]:
+    """Per trial, the constraints its final validation metrics break ("" when none; a
+    missing or NaN metric breaks its rule)."""
+    broken = []
+    for _, row in trials.iterrows():
+        values = [float(row.get(rule.key, np.nan)) for rule in rules]
+        broken.append("; ".join(str(rule) for rule, value in zip(rules, values) if not rule.holds(value)))
+    return broken
+
+
 def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) -> SweepAnalysis:
     """Rank the trials on validation, re-evaluate the front on test, register it, report it.
 
     Front models are ordered by the first objective, best first: ``candidate-1`` is the best
-    on it. Trials with exactly the same objective values count once (the earliest). Test
+    on it. Trials that failed or break a search constraint are kept off the front; trials
+    with exactly the same objective values count once (the earliest). Test
     metrics come from the checkpointed weights and the untouched test split.
     """
     if data.test is None:
@@ -56,8 +68,10 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     trials = outcome.trials.copy()
     if trials.empty:
         trials = pd.DataFrame(columns=["trial_id", "run_id", "status", "error", "checkpoint", "params"])
-    ok = (trials["status"] == "ok").to_numpy() if len(trials) else None
-    trials["front_rank"] = front_ranks(trials, [(f"val/{m}", d) for m, d in objectives], feasible=ok) if len(trials) else []
+    trials["broken_constraints"] = broken_constraints(trials, spec.search.rules)
+    feasible = ((trials["status"] == "ok") & (trials["broken_constraints"] == "")).to_numpy()
+    trials["feasible"] = feasible
+    trials["front_rank"] = front_ranks(trials, [(f"val/{m}", d) for m, d in objectives], feasible=feasible) if len(trials) else []
 
     objective_columns = [f"val/{m}" for m, _ in objectives]
     front = trials[trials["front_rank"] == 0].drop_duplicates(subset=objective_columns).copy()
@@ -65,6 +79,9 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     front = front.sort_values(f"val/{first}", ascending=(mode == "min"), kind="stable").reset_index(drop=True)
     configs = [trial_config(spec.train, params) for params in front["params"]]
     notes: set[str] = set()
+    infeasible = int(((trials["status"] == "ok") & ~trials["feasible"].astype(bool)).sum()) if len(trials) else 0
+    if infeasible:
+        notes.add(f"{infeasible} finished trial(s) broke a search constraint ({', '.join(spec.search.constraints)}) and were kept off the front")
     sizes = np.bincount(data.validation.groups, minlength=len(data.group_names))
     small = [f"{name} ({size})" for name, size in zip(data.group_names, sizes) if size < data.min_group_size]
     if small:

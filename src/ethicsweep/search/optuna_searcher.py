@@ -1,4 +1,5 @@
-"""A Ray Tune searcher driven by an Optuna multi-objective sampler (NSGA-II or random).
+"""A Ray Tune searcher driven by an Optuna multi-objective sampler (NSGA-II, NSGA-III,
+TPE, Gaussian process, random), with constraints and a warm start.
 
 Ray pickles its searcher (in ``tuner.pkl`` and the experiment checkpoint), but Optuna's
 NSGAIISampler and any study holding it carry a thread lock and cannot be pickled. So this
@@ -7,14 +8,16 @@ they are used; its pickled state holds the study's finished trials, from which t
 is rebuilt on restore.
 
 A trial that errors, reports no value, or reports NaN/∞ for an objective is told to Optuna
-as FAIL (the reason is kept in ``fail_reasons``): it never stays RUNNING.
+as FAIL (the reason is kept in ``fail_reasons``): it never stays RUNNING. A trial that
+breaks a constraint is told with its values and its constraint values (≤ 0: holds), which
+the sampler uses to prefer feasible trials; a NaN constraint metric counts as broken (∞).
 """
 
 from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -22,23 +25,46 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from ethicsweep.rules import Rule
+from ethicsweep.trainables.tune import STOPPED_KEY
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+CONSTRAINTS_ATTR = "ethicsweep.constraints"
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna's ``constraints_func``: the values stored on the trial before it was told
+    (≤ 0: the constraint holds). Module-level, so a sampler that holds it still pickles."""
+    return list(trial.user_attrs.get(CONSTRAINTS_ATTR, []))
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """What sampler to build: ``nsga2`` (Optuna's NSGAIISampler) or ``random``."""
+    """What Optuna sampler to build, seeded: ``nsga2``, ``nsga3`` (NSGAIISampler and
+    NSGAIIISampler, ``population_size`` per generation), ``tpe`` (multi-objective TPE),
+    ``gp`` (Gaussian-process Bayesian optimization) or ``random``. ``constrained``: give
+    the sampler the trials' constraint values (all but ``random``, which ignores them)."""
 
     name: str
     seed: int
     population_size: int = 8
+    constrained: bool = False
 
     def build(self) -> optuna.samplers.BaseSampler:
+        constraints = {"constraints_func": constraint_values} if self.constrained else {}
         if self.name == "nsga2":
-            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed)
+            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed, **constraints)
+        if self.name == "nsga3":
+            return optuna.samplers.NSGAIIISampler(population_size=self.population_size, seed=self.seed, **constraints)
+        if self.name == "tpe":
+            return optuna.samplers.TPESampler(seed=self.seed, **constraints)
+        if self.name == "gp":
+            return optuna.samplers.GPSampler(seed=self.seed, **constraints)
         if self.name == "random":
             return optuna.samplers.RandomSampler(seed=self.seed)
-        raise ValueError(f"unknown sampler {self.name!r}; allowed: nsga2, random")
+        raise ValueError(f"unknown sampler {self.name!r}; allowed: nsga2, nsga3, tpe, gp, random")
 
 
 def objective_problem(result: dict | None, keys: list[str]) -> str | None:
@@ -46,6 +72,8 @@ def objective_problem(result: dict | None, keys: list[str]) -> str | None:
     missing, NaN or infinite), or None when every objective is a finite number."""
     if not result:
         return "the trial reported no result"
+    if result.get(STOPPED_KEY):
+        return f"training stopped: {result[STOPPED_KEY]}"
     for key in keys:
         value = result.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -60,11 +88,20 @@ class OptunaSearcher(Searcher):
     the trial's last epoch is what the study is told.
     """
 
-    def __init__(self, space: dict[str, BaseDistribution], objectives: list[tuple[str, str]], sampler: SamplerSpec):
+    def __init__(
+        self,
+        space: dict[str, BaseDistribution],
+        objectives: list[tuple[str, str]],
+        sampler: SamplerSpec,
+        constraints: list[Rule] | None = None,
+        initial: list[dict[str, Any]] | None = None,
+    ):
         super().__init__(metric=[k for k, _ in objectives], mode=[m for _, m in objectives])
         self._space = space
         self._objectives = list(objectives)
-        self._sampler_spec = sampler
+        self._constraints = list(constraints or [])
+        self._sampler_spec = replace(sampler, constrained=bool(self._constraints))
+        self._initial = [dict(config) for config in initial or []]
         self._numbers: dict[str, int] = {}
         self.fail_reasons: dict[str, str] = {}
         self._saved_trials: list[optuna.trial.FrozenTrial] = []
@@ -72,11 +109,15 @@ class OptunaSearcher(Searcher):
 
     @property
     def study(self) -> optuna.Study:
-        """The Optuna study, built (and refilled from saved trials) on first use."""
+        """The Optuna study, built (and refilled from saved trials) on first use. A new
+        study queues the ``initial`` configurations first (warm start)."""
         if self._study is None:
             directions = ["maximize" if mode == "max" else "minimize" for _, mode in self._objectives]
             self._study = optuna.create_study(directions=directions, sampler=self._sampler_spec.build())
             self._study.add_trials(self._saved_trials)
+            if not self._saved_trials:
+                for config in self._initial:
+                    self._study.enqueue_trial(config, skip_if_exists=True)
         return self._study
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
@@ -97,8 +138,12 @@ class OptunaSearcher(Searcher):
         if reason:
             self.fail_reasons[trial_id] = reason
             self.study.tell(number, state=TrialState.FAIL)
-        else:
-            self.study.tell(number, [float(result[key]) for key, _ in self._objectives])
+            return
+        if self._constraints:
+            values = [rule.violation(float(result.get(rule.key, math.nan))) for rule in self._constraints]
+            frozen = self.study.trials[number]
+            self.study._storage.set_trial_user_attr(frozen._trial_id, CONSTRAINTS_ATTR, values)
+        self.study.tell(number, [float(result[key]) for key, _ in self._objectives])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -1,5 +1,5 @@
-"""Run one sweep: Ray Tune schedules trials, an Optuna searcher proposes them, the driver
-logs them to MLflow. Returns one row per trial; analysis of the front happens elsewhere."""
+"""Run one sweep: Ray Tune schedules trials, an Optuna or pymoo searcher proposes them (an
+early-stopping scheduler may cut them short), the driver logs them to MLflow. Returns one row per trial; analysis of the front happens elsewhere."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from ray.tune.experiment import Trial
 from ethicsweep.data import PreparedData
 from ethicsweep.errors import EthicsweepError
 from ethicsweep.objectives.metrics import GROUP_METRICS
-from ethicsweep.search.optuna_searcher import OptunaSearcher, SamplerSpec, objective_problem
-from ethicsweep.search.space import to_distributions
+from ethicsweep.search.builders import build_scheduler, build_searcher, objective_keys
+from ethicsweep.search.optuna_searcher import objective_problem
 from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
 from ethicsweep.trainables.tune import run_trial
@@ -226,12 +226,8 @@ def run_sweep(
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     max_concurrent = search.max_concurrent or max(1, int(cluster_cpus // search.cpus_per_trial))
-    objectives = [(f"val/{o.metric}", o.mode) for o in search.objectives]
-    searcher = OptunaSearcher(
-        to_distributions(search.space),
-        objectives,
-        SamplerSpec(search.searcher, spec.seed, search.population_size),
-    )
+    objectives = objective_keys(spec)
+    searcher = build_searcher(spec)
     logger = MlflowTrialLogger(tracker, spec.train, tags)
     collector = _TrialCollector(search.num_trials, [k for k, _ in objectives], logger.run_ids, on_event)
     trainable = tune.with_resources(
@@ -244,6 +240,7 @@ def run_sweep(
             search_alg=searcher,
             num_samples=search.num_trials,
             max_concurrent_trials=max_concurrent,
+            scheduler=build_scheduler(spec),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -251,6 +248,8 @@ def run_sweep(
             storage_path=str(run_dir),
             callbacks=[logger, collector],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=search.max_failures),
+            stop={"time_total_s": search.time_limit_s} if search.time_limit_s else None,
             verbose=0,
         ),
     )

@@ -27,7 +27,8 @@ def run_trial(params: dict[str, Any], *, data: PreparedData, base: TrainConfig) 
     """Train the model that ``base`` with the searched ``params`` describes.
 
     Reports every epoch (``loss/*``, ``val/*``, ``epoch``) with a checkpoint; continues
-    from the trial's checkpoint when Ray restores it.
+    from the trial's checkpoint when Ray restores it. Training stopped by a non-finite loss
+    ends with a last report that holds only ``epoch`` and the reason (``STOPPED_KEY``).
     """
     config = base.with_params(params)
     device = trial_device()
@@ -44,5 +45,5 @@ def run_trial(params: dict[str, Any], *, data: PreparedData, base: TrainConfig) 
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     state = train(config, data, device=device, state=state, on_epoch=report)
-    if state.stopped:
-        raise RuntimeError(f"training stopped: {state.stopped}")
+    if state.stopped:  # reported, not raised: Ray would retry a trial that raises, and it would stop again
+        tune.report({STOPPED_KEY: state.stopped, "epoch": state.epoch})
