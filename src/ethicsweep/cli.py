@@ -79,7 +79,13 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None:
+ResumeOption = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the sweep's latest execution (interrupted, or its driver killed) from Ray Tune's saved state instead of starting a new one: no finished trial runs again, and it ends with the spec's number of trials. The spec must be unchanged."),
+]
+
+
+def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None, resume: bool = False) -> None:
     from ethicsweep.analysis import analyze_sweep
     from ethicsweep.data import prepare
     from ethicsweep.search import TrialEvent, run_sweep
@@ -113,7 +119,7 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None
                     progress.console.print(f"[{event.finished}/{spec.search.num_trials}] trial {event.trial_id} "
                                            f"{'done' if event.kind == 'done' else 'FAILED'}: {values}")  # fmt: skip
 
-        outcome = run_sweep(spec, data, address=address, tracking_uri=tracking_uri, on_event=on_event)
+        outcome = run_sweep(spec, data, address=address, tracking_uri=tracking_uri, on_event=on_event, resume=resume)
     finished = int((outcome.trials["status"] == "ok").sum()) if len(outcome.trials) else 0
     if outcome.interrupted:
         errors.print(
@@ -160,6 +166,7 @@ def demo(
     output_dir: OutputOption = None,
     address: AddressOption = None,
     tracking_uri: TrackingOption = None,
+    resume: ResumeOption = False,
 ) -> None:
     """Run a real sweep on the bundled UCI Adult data (sex as the sensitive attribute).
 
@@ -174,7 +181,7 @@ def demo(
         {"search.num_trials": trials, "seed": seed, "output_dir": str(output_dir) if output_dir else None},
         "demo options",
     )
-    _run(spec, address, tracking_uri)
+    _run(spec, address, tracking_uri, resume)
 
 
 @app.command()
@@ -183,17 +190,18 @@ def sweep(
     output_dir: OutputOption = None,
     address: AddressOption = None,
     tracking_uri: TrackingOption = None,
+    resume: ResumeOption = False,
 ) -> None:
     """Run the sweep a spec describes: train its trials on Ray, log them to MLflow, register
     the Pareto front and write the report.
 
     The spec is checked in full before anything starts; a mistake names the field, the
-    value and what is allowed.
+    value and what is allowed. An interrupted sweep continues with `--resume`.
     """
     spec = load_spec(spec_file)
     if output_dir is not None:
         spec = _with_overrides(spec, {"output_dir": str(output_dir)}, "--output-dir")
-    _run(spec, address, tracking_uri)
+    _run(spec, address, tracking_uri, resume)
 
 
 def _sweep_store(sweep: str, tracking_uri: str | None) -> tuple[str, str]:

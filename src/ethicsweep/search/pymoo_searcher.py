@@ -49,7 +49,7 @@ from ethicsweep.spec import Parameter
 Config.warnings["not_compiled"] = False  # pymoo's pure-Python fallback is what runs here
 
 ALGORITHMS = ("nsga2", "nsga3", "smsemoa", "agemoea")
-FAILED_VIOLATION = 1e9  # constraint violation told for a failed trial: above any real one
+FAILED_VIOLATION = 1e9  # constraint violation told for a failed trial: far above any real one
 
 
 def decode_value(parameter: Parameter, u: float) -> Any:
@@ -103,10 +103,8 @@ def build_algorithm(name: str, n_obj: int, population_size: int, seed: int) -> A
     if name == "smsemoa":
         return SMSEMOA(pop_size=population_size, seed=seed)
     if name == "agemoea":
-        try:
-            from pymoo.algorithms.moo.age import AGEMOEA
-        except Exception:  # pymoo raises a bare Exception when numba is missing
-            raise ImportError("algorithm 'agemoea' needs numba: pip install numba") from None
+        from pymoo.algorithms.moo.age import AGEMOEA  # imported here: it loads numba (about a second)
+
         return AGEMOEA(pop_size=population_size, seed=seed)
     raise ValueError(f"unknown algorithm {name!r}; allowed: {', '.join(ALGORITHMS)}")
 
@@ -161,6 +159,30 @@ def _finite(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _check(
+    space: dict[str, Parameter],
+    objectives: list[tuple[str, str]],
+    algorithm: str,
+    population_size: int,
+    constraints: Sequence[tuple[str, str, float]],
+) -> None:
+    """Refuse a searcher that cannot run, naming the bad argument and what is allowed."""
+    if not space:
+        raise ValueError("space: at least one parameter is needed")
+    if len(objectives) < 2:
+        raise ValueError(f"objectives: pymoo's algorithms here are multi-objective; got {len(objectives)}, need 2 or more")
+    for key, mode in objectives:
+        if mode not in ("max", "min"):
+            raise ValueError(f"objectives: {key} has mode {mode!r}; allowed: max, min")
+    for key, op, bound in constraints:
+        if op not in ("<=", ">=") or not _finite(bound):
+            raise ValueError(f"constraints: ({key!r}, {op!r}, {bound!r}) needs '<=' or '>=' and a finite bound")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm: unknown {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+    if population_size < max(2, len(objectives)):
+        raise ValueError(f"population_size: {population_size} is too small; need at least {max(2, len(objectives))}")
+
+
 class PymooSearcher(Searcher):
     """Suggests flat configurations ``{dotted path: value}`` from a pymoo algorithm.
 
@@ -187,11 +209,11 @@ class PymooSearcher(Searcher):
         self._objectives = list(objectives)
         self._constraints = [(key, op, float(bound)) for key, op, bound in constraints]
         self._algorithm = build_algorithm(algorithm, len(objectives), population_size, seed)
-        self._algorithm.setup(_UnitCube(len(space), len(objectives), len(constraints) + 1), termination=NoTermination())
+        self._algorithm.setup(_UnitCube(len(space), len(objectives), len(self._constraints) + 1), termination=NoTermination())
         self._generation: Population | None = None  # asked for, not yet told
         self._handed = 0  # individuals of the generation handed out
         self._slots: dict[str, int] = {}  # trial id -> its individual in the generation
-        self._told: dict[int, tuple[list[float], list[float]]] = {}  # slot -> (F, G) of the generation
+        self._told: dict[int, tuple[list[float] | None, list[float]]] = {}  # slot -> (F or None if failed, G)
         self._worst: list[float] | None = None  # per objective, the largest minimized value told
         self._configs: dict[str, dict[str, Any]] = {}
         self.fail_reasons: dict[str, str] = {}
@@ -209,7 +231,6 @@ class PymooSearcher(Searcher):
             return dict(self._configs[trial_id])
         if self._generation is None:
             self._generation = self._algorithm.ask()
-            self._handed = 0
             if self._generation is None or len(self._generation) == 0:
                 self._generation = None
                 return Searcher.FINISHED
@@ -228,7 +249,7 @@ class PymooSearcher(Searcher):
         reason = "the trial raised an error" if error else self._problem(result)
         if reason:
             self.fail_reasons[trial_id] = reason
-            self._told[slot] = ([], [0.0] * len(self._constraints) + [FAILED_VIOLATION])
+            self._told[slot] = (None, [0.0] * len(self._constraints) + [FAILED_VIOLATION])
         else:
             self._told[slot] = (self._minimized(result), self._violations(result) + [0.0])
         if len(self._told) == len(self._generation):
@@ -255,12 +276,12 @@ class PymooSearcher(Searcher):
     def _tell(self) -> None:
         """Tell the complete generation (failed trials at the worst values told) and clear it."""
         rows = [self._told[slot] for slot in range(len(self._generation))]
-        finite = [f for f, _ in rows if f]
+        finite = [f for f, _ in rows if f is not None]
         if finite:
             known = np.array(finite + ([self._worst] if self._worst else []))
             self._worst = known.max(axis=0).tolist()
         worst = self._worst or [0.0] * len(self._objectives)
-        F = np.array([f or worst for f, _ in rows], dtype=float)
+        F = np.array([worst if f is None else f for f, _ in rows], dtype=float)
         G = np.array([g for _, g in rows], dtype=float)
         Evaluator().eval(StaticProblem(self._algorithm.problem, F=F, G=G), self._generation)
         self._algorithm.tell(infills=self._generation)
@@ -284,26 +305,3 @@ class PymooSearcher(Searcher):
         with open(checkpoint_path, "rb") as handle:
             self.__setstate__(pickle.load(handle))
 
-
-def _check(
-    space: dict[str, Parameter],
-    objectives: list[tuple[str, str]],
-    algorithm: str,
-    population_size: int,
-    constraints: Sequence[tuple[str, str, float]],
-) -> None:
-    """Refuse a searcher that cannot run, naming the bad argument and what is allowed."""
-    if not space:
-        raise ValueError("space: at least one parameter is needed")
-    if len(objectives) < 2:
-        raise ValueError(f"objectives: pymoo's algorithms here are multi-objective; got {len(objectives)}, need 2 or more")
-    for key, mode in objectives:
-        if mode not in ("max", "min"):
-            raise ValueError(f"objectives: {key} has mode {mode!r}; allowed: max, min")
-    for key, op, bound in constraints:
-        if op not in ("<=", ">=") or not _finite(bound):
-            raise ValueError(f"constraints: ({key!r}, {op!r}, {bound!r}) needs '<=' or '>=' and a finite bound")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm: unknown {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
-    if population_size < max(2, len(objectives)):
-        raise ValueError(f"population_size: {population_size} is too small; need at least {max(2, len(objectives))}")

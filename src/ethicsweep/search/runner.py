@@ -92,19 +92,34 @@ def connect(address: str | None = None) -> None:
         raise EthicsweepError(f"--address: cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
 
 
-class _TrialCollector(tune.Callback):
-    """Keeps each trial's final state and forwards progress to an optional hook."""
+#: By run directory, the progress hook of each sweep running in this process, and the
+#: collector Ray Tune actually drives: on ``Tuner.restore`` Ray unpickles its own copies
+#: of the callbacks, and a live hook cannot travel in a pickle.
+_HOOKS: dict[str, Callable[[TrialEvent], None]] = {}
+_ACTIVE: dict[str, _TrialCollector] = {}
 
-    def __init__(self, total: int, objective_keys: list[str], run_ids: dict[str, str], hook: Callable[[TrialEvent], None] | None):
-        self.total, self.objective_keys, self.run_ids, self.hook = total, objective_keys, run_ids, hook
+
+class _TrialCollector(tune.Callback):
+    """Keeps each trial's final state (checkpointed with the experiment) and forwards
+    progress to the hook registered for its run directory."""
+
+    def __init__(self, total: int, objective_keys: list[str], logger: MlflowTrialLogger, run_dir: Path):
+        self.total, self.objective_keys, self.logger, self.key = total, objective_keys, logger, str(run_dir)
         self.rows: dict[str, dict[str, Any]] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "hook": None}
+    def setup(self, **info: Any) -> None:
+        _ACTIVE[self.key] = self
+
+    def get_state(self) -> dict[str, Any]:
+        return {"rows": dict(self.rows)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rows = dict(state["rows"])
 
     def _emit(self, trial: Trial, kind: str, result: dict[str, Any]) -> None:
-        if self.hook is not None:
-            self.hook(TrialEvent(trial.trial_id, kind, int(result.get("epoch", 0)), len(self.rows), self.total, result))
+        hook = _HOOKS.get(self.key)
+        if hook is not None:
+            hook(TrialEvent(trial.trial_id, kind, int(result.get("epoch", 0)), len(self.rows), self.total, result))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         self._emit(trial, "epoch", result)
@@ -113,7 +128,7 @@ class _TrialCollector(tune.Callback):
         last = trial.last_result or {}
         row = {
             "trial_id": trial.trial_id,
-            "run_id": self.run_ids.get(trial.trial_id, ""),
+            "run_id": self.logger.run_ids.get(trial.trial_id, ""),
             "status": status,
             "error": error,
             "epochs": int(last.get("epoch", 0)),
@@ -191,6 +206,32 @@ def check_objectives_defined(spec: SweepSpec, data: PreparedData) -> None:
         )
 
 
+def resumable_run(spec: SweepSpec, tracker: Tracker) -> tuple[Path, str]:
+    """The run directory and parent run of the sweep's latest execution, for ``--resume``.
+
+    Raises EthicsweepError when there is none to resume: no execution, the latest one
+    finished, its Ray Tune state is missing, or the spec changed since (its hash differs).
+    """
+    sweep_dir = spec.sweep_dir
+    runs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()), reverse=True) if sweep_dir.is_dir() else []
+    if not runs:
+        raise EthicsweepError(f"--resume: sweep {spec.name!r} has no execution in {str(sweep_dir)!r} to resume; run it without --resume")
+    latest = runs[0]
+    found = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`ethicsweep.run_dir` = '{latest}' and tags.`ethicsweep.role` = 'sweep'", max_results=1
+    )
+    if not found:
+        raise EthicsweepError(f"--resume: the latest execution {latest.name} has no parent run in {tracker.tracking_uri}; run without --resume")
+    parent = found[0]
+    if parent.info.status == "FINISHED":
+        raise EthicsweepError(f"--resume: the latest execution {latest.name} finished; there is nothing to resume (run without --resume for a new one)")
+    if parent.data.tags.get("ethicsweep.spec_sha256") != spec.spec_hash:
+        raise EthicsweepError(f"--resume: the spec changed since execution {latest.name} started (its hash differs); resume it with the same spec, or run without --resume")
+    if not tune.Tuner.can_restore(str(latest / TUNE_DIR)):
+        raise EthicsweepError(f"--resume: execution {latest.name} left no Ray Tune state to restore (it stopped before the first trial); run without --resume")
+    return latest, parent.info.run_id
+
+
 def run_sweep(
     spec: SweepSpec,
     data: PreparedData,
@@ -198,6 +239,7 @@ def run_sweep(
     address: str | None = None,
     tracking_uri: str | None = None,
     on_event: Callable[[TrialEvent], None] | None = None,
+    resume: bool = False,
 ) -> SweepOutcome:
     """Run the sweep ``spec`` describes on prepared ``data``.
 
@@ -210,6 +252,12 @@ def run_sweep(
 
     When the sweep is interrupted (Ctrl-C), the finished trials stay recorded, the runs of
     unfinished trials and the parent run end as KILLED, and ``interrupted`` is set.
+
+    ``resume``: continue the latest execution instead (interrupted, or its driver killed):
+    Ray Tune's experiment state — trials, searcher, callbacks — is restored from its run
+    directory, unfinished trials go on from their last checkpoints, the parent run and the
+    trials' child runs are re-opened rather than created again, and the sweep ends with the
+    spec's number of trials.
     """
     started = time.perf_counter()
     search = spec.search
@@ -219,25 +267,58 @@ def run_sweep(
     sweep_dir = _sweep_dir(spec)
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir)
     tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
-    run_dir = _new_run_dir(sweep_dir)
     tags = provenance_tags(spec, data.sha256)
-    parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
-    tracker.start_parent(spec, parent_tags, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), run_dir.name)
+    if resume:
+        run_dir, parent_run_id = resumable_run(spec, tracker)
+        tracker.resume_parent(parent_run_id)
+    else:
+        run_dir = _new_run_dir(sweep_dir)
+        parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
+        tracker.start_parent(spec, parent_tags, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), run_dir.name)
 
-    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-    max_concurrent = search.max_concurrent or max(1, int(cluster_cpus // search.cpus_per_trial))
-    objectives = objective_keys(spec)
-    searcher = build_searcher(spec)
-    logger = MlflowTrialLogger(tracker, spec.train, tags)
-    collector = _TrialCollector(search.num_trials, [k for k, _ in objectives], logger.run_ids, on_event)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data.for_workers(), base=spec.train),
         {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
     )
-    tuner = tune.Tuner(
+    logger = MlflowTrialLogger(tracker, spec.train, tags)
+    collector = _TrialCollector(search.num_trials, [k for k, _ in objective_keys(spec)], logger, run_dir)
+    if resume:  # Ray restores its pickled configuration, callbacks included
+        tuner = tune.Tuner.restore(str(run_dir / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = _new_tuner(spec, trainable, run_dir, [logger, collector])
+    key = str(run_dir)
+    if on_event is not None:
+        _HOOKS[key] = on_event
+    status = "FAILED"
+    try:
+        tuner.fit()  # on Ctrl-C, Ray Tune stops the trials and returns
+        collector = _ACTIVE.get(key, collector)
+        status = "FINISHED" if len(collector.rows) >= search.num_trials else "KILLED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+    finally:
+        collector = _ACTIVE.pop(key, collector)
+        _HOOKS.pop(key, None)
+        collector.logger.close_unfinished("KILLED" if status != "FAILED" else "FAILED")
+        if resume and status == "FINISHED":
+            tracker.drop_orphans({row["run_id"] for row in collector.rows.values()})
+        tracker.end_parent(status)
+    trials = pd.DataFrame(list(collector.rows.values()))
+    return SweepOutcome(
+        trials, uri, tracker.experiment_id, tracker.parent_run_id, time.perf_counter() - started, run_dir, status == "KILLED"
+    )
+
+
+def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
+    """A Tuner for a new execution: the spec's searcher and scheduler, actors reused, a
+    checkpoint per trial kept, crashed trials retried, the per-trial time limit."""
+    search = spec.search
+    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+    max_concurrent = search.max_concurrent or max(1, int(cluster_cpus // search.cpus_per_trial))
+    return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=build_searcher(spec),
             num_samples=search.num_trials,
             max_concurrent_trials=max_concurrent,
             scheduler=build_scheduler(spec),
@@ -246,23 +327,10 @@ def run_sweep(
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(run_dir),
-            callbacks=[logger, collector],
+            callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             stop={"time_total_s": search.time_limit_s} if search.time_limit_s else None,
             verbose=0,
         ),
-    )
-    status = "FAILED"
-    try:
-        tuner.fit()  # on Ctrl-C, Ray Tune stops the trials and returns
-        status = "FINISHED" if len(collector.rows) >= search.num_trials else "KILLED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-    finally:
-        logger.close_unfinished("KILLED" if status != "FAILED" else "FAILED")
-        tracker.end_parent(status)
-    trials = pd.DataFrame(list(collector.rows.values()))
-    return SweepOutcome(
-        trials, uri, tracker.experiment_id, tracker.parent_run_id, time.perf_counter() - started, run_dir, status == "KILLED"
     )

@@ -162,48 +162,97 @@ class Tracker:
         return self.parent_run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        batch = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
-        for start in range(0, len(batch), 100):
-            self.client.log_batch(run_id, params=batch[start : start + 100])
+        log_params(self.client, run_id, params)
+
+    def resume_parent(self, run_id: str) -> None:
+        """Re-open the parent run ``run_id`` of an interrupted execution (``--resume``)."""
+        self.parent_run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+
+    def drop_orphans(self, kept: set[str]) -> list[str]:
+        """Delete (MLflow's soft delete) the parent run's child runs that no trial of the
+        execution owns: trials a killed driver had started but not yet saved in Ray's
+        state, which a resumed sweep ran again under new ids. Returns their run ids."""
+        children = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", max_results=50_000)
+        orphans = [run.info.run_id for run in children if run.info.run_id not in kept]
+        for run_id in orphans:
+            self.client.set_tag(run_id, "ethicsweep.orphan", "started before the driver was killed, not in Ray's saved state; run again as another trial")
+            self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+        return orphans
 
     def end_parent(self, status: str = "FINISHED") -> None:
         if self.parent_run_id is not None:
             self.client.set_terminated(self.parent_run_id, status=status)
 
 
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` (values cut to MLflow's length limit) in batches of 100."""
+    batch = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+    for start in range(0, len(batch), 100):
+        client.log_batch(run_id, params=batch[start : start + 100])
+
+
 class MlflowTrialLogger(Callback):
     """Ray Tune callback: one child run per trial, metrics logged per epoch.
 
-    Only the driver runs it. The MLflow client is not pickled (Ray pickles callbacks in
-    its experiment state); it is re-created from the tracking URI when needed.
+    Only the driver runs it. It holds the store's URI and run ids, not a client (Ray
+    pickles callbacks in its experiment state, and unpickles them on ``Tuner.restore``); the
+    client is made when needed. Its state (run ids, finished trials) is checkpointed with
+    the experiment. A trial that starts without a known run — a resumed sweep whose state
+    predates it — gets the child run that already carries its trial id, if there is one:
+    no trial is recorded twice.
     """
 
     def __init__(self, tracker: Tracker, base: TrainConfig, tags: dict[str, str]):
-        self._tracker = tracker
+        self._uri = tracker.tracking_uri
+        self._experiment_id = tracker.experiment_id
+        self._parent_run_id = tracker.parent_run_id
         self._base = base
         self._tags = tags
         self.run_ids: dict[str, str] = {}
         self.finished: set[str] = set()
+        self._mlflow: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tracker": None}
+        return {**self.__dict__, "_mlflow": None}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"run_ids": dict(self.run_ids), "finished": set(self.finished)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.run_ids, self.finished = dict(state["run_ids"]), set(state["finished"])
 
     def _client(self) -> MlflowClient:
-        return self._tracker.client
+        if self._mlflow is None:
+            self._mlflow = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
+        return self._mlflow
+
+    def _existing_run(self, trial_id: str) -> str | None:
+        found = self._client().search_runs(
+            [self._experiment_id],
+            filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{self._parent_run_id}'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if trial.trial_id in self.run_ids:
+        known = self.run_ids.get(trial.trial_id) or self._existing_run(trial.trial_id)
+        if known is not None:  # a trial resumed: its run goes on
+            self.run_ids[trial.trial_id] = known
+            self.finished.discard(trial.trial_id)
+            self._client().update_run(known, status="RUNNING")
             return
         tags = {
             **self._tags,
-            PARENT_TAG: self._tracker.parent_run_id,
+            PARENT_TAG: self._parent_run_id,
             TRIAL_TAG: trial.trial_id,
             "ethicsweep.role": "trial",
         }
-        run = self._client().create_run(self._tracker.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
+        run = self._client().create_run(self._experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
         self.run_ids[trial.trial_id] = run.info.run_id
         resolved = self._base.with_params(trial.config).model_dump(mode="json")
-        self._tracker.log_params(run.info.run_id, flatten(resolved))
+        log_params(self._client(), run.info.run_id, flatten(resolved))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         run_id = self.run_ids.get(trial.trial_id)
