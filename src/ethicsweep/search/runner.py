@@ -132,6 +132,7 @@ class _TrialCollector(tune.Callback):
             "status": status,
             "error": error,
             "epochs": int(last.get("epoch", 0)),
+            "retries": trial.num_failures,
             "checkpoint": trial.checkpoint.path if trial.checkpoint is not None else "",
             "params": json.dumps(trial.config, sort_keys=True),
             **{f"param:{k}": v for k, v in trial.config.items()},

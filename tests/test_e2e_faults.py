@@ -1,0 +1,84 @@
+"""End to end: a worker process killed mid-sweep is retried (search.max_failures) and the
+sweep ends with every trial recorded once; a per-trial time limit cuts trials short."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+N_TRIALS = 6
+
+
+def _write(root: Path, search: dict) -> Path:
+    spec = {
+        "name": "ci-faults", "seed": 4, "output_dir": str(root / "runs"),
+        "data": {"dataset": "adult", "sensitive": ["sex"]},
+        "train": {"model": {"kind": "logistic"}, "training": {"epochs": 6, "batch_size": 1024, "lr": 0.01},
+                  "terms": [{"kind": "demographic_parity", "weight": 0.5}]},
+        "search": {"num_trials": N_TRIALS, "max_concurrent": 2, "population_size": 3,
+                   "space": {"terms.demographic_parity.weight": {"type": "float", "low": 0.01, "high": 5.0, "log": True}},
+                   **search},
+    }  # fmt: skip
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _workers(session: int) -> list[int]:
+    """Ray's trial actors (``ray::ImplicitFunc``) in the sweep's process session."""
+    found = subprocess.run(["pgrep", "-s", str(session), "-f", "ray::ImplicitFunc"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_killed_worker_is_retried_and_every_trial_is_recorded_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"max_failures": 2})
+    command = [sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, killed = [], []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith(f"[1/{N_TRIALS}]") and not killed:
+                deadline = time.monotonic() + 60
+                while not killed and time.monotonic() < deadline:
+                    for pid in _workers(process.pid):  # every trial actor: the one mid-trial among them
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    time.sleep(0.2)
+        assert process.wait(timeout=900) == 0, "".join(lines)[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert killed, "no worker was found to kill"
+    (run_dir,) = [p for p in (tmp_path / "runs" / "ci-faults").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == N_TRIALS and (trials["status"] == "ok").all() and trials["trial_id"].is_unique, trials[["status", "error"]]
+    assert trials["retries"].sum() >= 1  # a trial failed with its worker and was retried...
+    assert (trials["epochs"] == 6).all()  # ...from its checkpoint, to the end
+    uri = f"sqlite:///{tmp_path / 'runs' / 'ci-faults' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("ci-faults").experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("ethicsweep.role") == "trial"]
+    assert sorted(r.data.tags["ethicsweep.trial_id"] for r in children) == sorted(trials["trial_id"])
+    assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def test_the_time_limit_stops_each_trial_after_the_epoch_that_passes_it(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"time_limit_s": 0.001, "searcher": "random"})
+    done = subprocess.run([sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = [p for p in (tmp_path / "runs" / "ci-faults").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == N_TRIALS and (trials["status"] == "ok").all()
+    assert (trials["epochs"] == 1).all()
