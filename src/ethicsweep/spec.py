@@ -441,5 +441,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{path.name}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path.name}: not UTF-8 text") from None
+    if document is None:
+        raise SpecError(f"{path.name}: the file is empty; a spec is a YAML mapping of fields (name, data, train, search...), see configs/")
     return parse_spec(document, source=path.name)
 

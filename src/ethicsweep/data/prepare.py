@@ -170,6 +170,11 @@ def prepare(spec: DataSpec, seed: int, table: Table | None = None) -> PreparedDa
     frame = table.frame
     y = _labels(table)
     groups = encode_groups(frame, sensitive, spec.bins, spec.missing)
+    if len(groups.names) < 2:
+        raise DataError(
+            f"data.sensitive: {', '.join(sensitive)} take a single value in the data ({groups.names[0]}); "
+            "fairness needs at least two groups: choose a column with two or more values"
+        )
     _check_finite(frame, features)
     strata = groups.codes * 2 + y.astype(np.int64)
     index = np.arange(len(frame))
