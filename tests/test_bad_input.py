@@ -168,3 +168,18 @@ DATA_CASES = ["empty", "single class", "positive label absent", "non-binary labe
 def test_a_malformed_data_file_is_one_line(case: str, tmp_path: Path, monkeypatch, capsys) -> None:
     document, fragments = _data_case(case, tmp_path)
     _one_line_refusal(tmp_path, *_run(tmp_path, monkeypatch, capsys, document), *fragments)
+
+
+def test_a_byte_order_mark_and_non_ascii_column_names_are_accepted(tmp_path: Path) -> None:
+    """Valid files that trip naive readers: the BOM is not part of the first column's name,
+    and non-ASCII names work as features and as a sensitive column."""
+    from ethicsweep.data import prepare
+    from ethicsweep.spec import DataSpec
+
+    frame = _frame(400).rename(columns={"age": "âge", "gender": "género"})
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False).encode("utf-8"))
+    data = prepare(DataSpec(dataset=str(path), label="approved", positive_label="yes", sensitive=["género"]), seed=0)
+    assert data.group_names == ("género=f", "género=m")
+    assert any(name.startswith("âge") for name in data.feature_names)
+    assert len(data.train) + len(data.validation) + len(data.test) == 400

@@ -85,3 +85,15 @@ def test_a_pymoo_searcher_runs_a_whole_sweep(tmp_path: Path) -> None:
     assert len(trials) == 4 and (trials["status"] == "ok").all()
     runs = client.search_runs([client.get_experiment_by_name("ci-pymoo").experiment_id])
     assert len([r for r in runs if r.data.tags.get("ethicsweep.role") == "trial"]) == 4
+
+
+def test_the_same_spec_and_seed_give_the_same_trials_on_cpu(tmp_path: Path) -> None:
+    """Determinism (one trial at a time, so the searcher sees results in the same order):
+    the same configurations, and validation metrics equal to 1e-9."""
+    search = {"searcher": "nsga2", "num_trials": 4, "population_size": 2, "max_concurrent": 1}
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, _ = _sweep(tmp_path / "a", "ci-determinism", search)
+    again, _ = _sweep(tmp_path / "b", "ci-determinism", search)
+    assert list(first["params"]) == list(again["params"])
+    for column in ("val/accuracy", "val/dp_gap", "val/roc_auc", "loss/bce"):
+        assert first[column].to_numpy() == pytest.approx(again[column].to_numpy(), abs=1e-9), column
