@@ -53,6 +53,12 @@ TrackingOption = Annotated[
     str | None,
     typer.Option("--tracking-uri", metavar="URI", help="MLflow tracking URI, e.g. `http://mlflow:5000`. Default: the spec's, else `sqlite:///<sweep dir>/mlflow.db`."),
 ]
+StorageOption = Annotated[
+    str | None,
+    typer.Option("--storage-path", metavar="URI", help="Ray Tune's storage for trial checkpoints, which every node must reach on a multi-node cluster: `s3://bucket/path`, `gs://bucket/path` or a shared (NFS) directory. Default: the spec's `storage_path`, else the sweep's directory."),
+]
+CpusOption = Annotated[float | None, typer.Option("--cpus-per-trial", min=0.01, metavar="N", help="CPUs per trial (overrides search.cpus_per_trial; default 1).")]
+GpusOption = Annotated[float | None, typer.Option("--gpus-per-trial", min=0.0, metavar="N", help="GPUs per trial; fractions share a GPU, e.g. 0.25 (overrides search.gpus_per_trial; default 0).")]
 OutputOption = Annotated[
     Path | None,
     typer.Option("--output-dir", metavar="DIR", help="Where sweeps are written (`<dir>/<sweep name>/`). Default: the spec's `output_dir`, `./ethicsweep-runs`."),
@@ -72,6 +78,10 @@ def _with_overrides(spec: SweepSpec, overrides: dict[str, Any], source: str) -> 
             node = node[key]
         node[leaf] = value
     return parse_spec(document, source=source)
+
+
+def _cluster_overrides(storage_path: str | None, cpus: float | None, gpus: float | None) -> dict[str, Any]:
+    return {"storage_path": storage_path, "search.cpus_per_trial": cpus, "search.gpus_per_trial": gpus}
 
 
 def _quiet_libraries() -> None:
@@ -166,6 +176,9 @@ def demo(
     output_dir: OutputOption = None,
     address: AddressOption = None,
     tracking_uri: TrackingOption = None,
+    storage_path: StorageOption = None,
+    cpus_per_trial: CpusOption = None,
+    gpus_per_trial: GpusOption = None,
     resume: ResumeOption = False,
 ) -> None:
     """Run a real sweep on the bundled UCI Adult data (sex as the sensitive attribute).
@@ -178,7 +191,8 @@ def demo(
     document = yaml.safe_load(resources.files("ethicsweep").joinpath("demo.yaml").read_text())
     spec = _with_overrides(
         parse_spec(document, "demo spec"),
-        {"search.num_trials": trials, "seed": seed, "output_dir": str(output_dir) if output_dir else None},
+        {"search.num_trials": trials, "seed": seed, "output_dir": str(output_dir) if output_dir else None,
+         **_cluster_overrides(storage_path, cpus_per_trial, gpus_per_trial)},
         "demo options",
     )
     _run(spec, address, tracking_uri, resume)
@@ -190,6 +204,9 @@ def sweep(
     output_dir: OutputOption = None,
     address: AddressOption = None,
     tracking_uri: TrackingOption = None,
+    storage_path: StorageOption = None,
+    cpus_per_trial: CpusOption = None,
+    gpus_per_trial: GpusOption = None,
     resume: ResumeOption = False,
 ) -> None:
     """Run the sweep a spec describes: train its trials on Ray, log them to MLflow, register
@@ -199,8 +216,9 @@ def sweep(
     value and what is allowed. An interrupted sweep continues with `--resume`.
     """
     spec = load_spec(spec_file)
-    if output_dir is not None:
-        spec = _with_overrides(spec, {"output_dir": str(output_dir)}, "--output-dir")
+    overrides = {"output_dir": str(output_dir) if output_dir else None, **_cluster_overrides(storage_path, cpus_per_trial, gpus_per_trial)}
+    if any(v is not None for v in overrides.values()):
+        spec = _with_overrides(spec, overrides, "command-line options")
     _run(spec, address, tracking_uri, resume)
 
 

@@ -321,6 +321,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = SearchSpec()
     output_dir: str = Field("ethicsweep-runs", description="sweeps are written to <output_dir>/<name>")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db")
+    storage_path: str | None = Field(None, description="Ray Tune's trial storage (s3://, gs:// or a shared path); default: the sweep dir")
     governance: GovernanceSpec = GovernanceSpec()
 
     @model_validator(mode="before")
@@ -372,8 +373,8 @@ class SweepSpec(_Strict):
     @property
     def spec_hash(self) -> str:
         """SHA-256 of the spec's canonical JSON (key order and formatting do not matter; where
-        results are written — output_dir, tracking_uri — is left out)."""
-        document = self.model_dump(mode="json", exclude={"output_dir", "tracking_uri"})
+        results are written — output_dir, tracking_uri, storage_path — is left out)."""
+        document = self.model_dump(mode="json", exclude={"output_dir", "tracking_uri", "storage_path"})
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from ray.tune import Checkpoint
 
 from ethicsweep.analysis.heldout import Heldout, evaluate_checkpoint, trial_config
 from ethicsweep.analysis.pareto import front_ranks, hypervolume, minimization_form, reference_point
@@ -42,6 +43,14 @@ def group_table(heldout: Heldout) -> pd.DataFrame:
         bounds = bounds.set_index("group").loc[table["group"]]
         table[f"{rate} 95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(bounds["low"], bounds["high"])]
     return table
+
+
+def local_checkpoint(uri: str, directory: Path) -> str:
+    """A local directory holding the checkpoint at ``uri``: the path itself when it is
+    local (or on a shared file system), else a copy fetched from remote storage (S3, GCS)."""
+    if "://" not in uri:
+        return uri
+    return Checkpoint(path=uri).to_directory(str(directory))
 
 
 def broken_constraints(trials: pd.DataFrame, rules: list[Rule]) -> list[str]:
@@ -78,6 +87,7 @@ def analyze_sweep(spec: SweepSpec, data: PreparedData, outcome: SweepOutcome) ->
     first, mode = objectives[0]
     front = front.sort_values(f"val/{first}", ascending=(mode == "min"), kind="stable").reset_index(drop=True)
     configs = [trial_config(spec.train, params) for params in front["params"]]
+    front["checkpoint"] = [local_checkpoint(uri, outcome.run_dir / "checkpoints" / trial) for uri, trial in zip(front["checkpoint"], front["trial_id"])]
     notes: set[str] = set()
     infeasible = int(((trials["status"] == "ok") & ~trials["feasible"].astype(bool)).sum()) if len(trials) else 0
     if infeasible:

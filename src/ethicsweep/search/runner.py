@@ -92,6 +92,20 @@ def connect(address: str | None = None) -> None:
         raise EthicsweepError(f"--address: cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
 
 
+def checkpoint_uri(checkpoint: tune.Checkpoint) -> str:
+    """Where a checkpoint is: a local path, or ``<scheme>://<path>`` on remote storage."""
+    scheme = checkpoint.filesystem.type_name
+    return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
+
+
+def tune_storage(spec: SweepSpec, run_dir: Path) -> str:
+    """Where Ray Tune keeps an execution's trials: ``<storage_path>/<name>/<start time>`` when
+    the spec names shared storage (every node writes checkpoints there), else ``run_dir``."""
+    if spec.storage_path:
+        return f"{spec.storage_path.rstrip('/')}/{spec.name}/{run_dir.name}"
+    return str(run_dir)
+
+
 #: By run directory, the progress hook of each sweep running in this process, and the
 #: collector Ray Tune actually drives: on ``Tuner.restore`` Ray unpickles its own copies
 #: of the callbacks, and a live hook cannot travel in a pickle.
@@ -133,7 +147,7 @@ class _TrialCollector(tune.Callback):
             "error": error,
             "epochs": int(last.get("epoch", 0)),
             "retries": trial.num_failures,
-            "checkpoint": trial.checkpoint.path if trial.checkpoint is not None else "",
+            "checkpoint": checkpoint_uri(trial.checkpoint) if trial.checkpoint is not None else "",
             "params": json.dumps(trial.config, sort_keys=True),
             **{f"param:{k}": v for k, v in trial.config.items()},
             **{k: v for k, v in last.items() if k.startswith(("val/", "loss/", "lambda/", "grad_share/"))},
@@ -228,7 +242,7 @@ def resumable_run(spec: SweepSpec, tracker: Tracker) -> tuple[Path, str]:
         raise EthicsweepError(f"--resume: the latest execution {latest.name} finished; there is nothing to resume (run without --resume for a new one)")
     if parent.data.tags.get("ethicsweep.spec_sha256") != spec.spec_hash:
         raise EthicsweepError(f"--resume: the spec changed since execution {latest.name} started (its hash differs); resume it with the same spec, or run without --resume")
-    if not tune.Tuner.can_restore(str(latest / TUNE_DIR)):
+    if not tune.Tuner.can_restore(f"{tune_storage(spec, latest)}/{TUNE_DIR}"):
         raise EthicsweepError(f"--resume: execution {latest.name} left no Ray Tune state to restore (it stopped before the first trial); run without --resume")
     return latest, parent.info.run_id
 
@@ -284,7 +298,7 @@ def run_sweep(
     logger = MlflowTrialLogger(tracker, spec.train, tags)
     collector = _TrialCollector(search.num_trials, [k for k, _ in objective_keys(spec)], logger, run_dir)
     if resume:  # Ray restores its pickled configuration, callbacks included
-        tuner = tune.Tuner.restore(str(run_dir / TUNE_DIR), trainable, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(f"{tune_storage(spec, run_dir)}/{TUNE_DIR}", trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = _new_tuner(spec, trainable, run_dir, [logger, collector])
     key = str(run_dir)
@@ -327,7 +341,7 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[t
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=str(run_dir),
+            storage_path=tune_storage(spec, run_dir),
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),

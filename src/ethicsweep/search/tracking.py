@@ -272,7 +272,7 @@ class MlflowTrialLogger(Callback):
         if run_id is None:
             return
         last = trial.last_result or {}
-        tags = {key: str(last[key]) for key in ("node_ip", "hostname", "device") if key in last}
+        tags = {f"ethicsweep.{key}": str(last[key]) for key in ("node_ip", "hostname", "node_id", "device") if key in last}
         tags.update(extra)
         self._client().log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._client().set_terminated(run_id, status=status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -32,6 +33,7 @@ def run_trial(params: dict[str, Any], *, data: PreparedData, base: TrainConfig) 
     """
     config = base.with_params(params)
     device = trial_device()
+    node_id = ray.get_runtime_context().get_node_id()
     checkpoint = tune.get_checkpoint()
     state = None
     if checkpoint is not None:
@@ -39,7 +41,7 @@ def run_trial(params: dict[str, Any], *, data: PreparedData, base: TrainConfig) 
             state = load_state(directory, config, data, device)
 
     def report(state: TrainState) -> None:
-        metrics = {**state.history[-1].flat(), STOPPED_KEY: state.stopped or "", "device": device.type}
+        metrics = {**state.history[-1].flat(), STOPPED_KEY: state.stopped or "", "device": device.type, "node_id": node_id}
         with tempfile.TemporaryDirectory() as directory:
             save_state(state, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
