@@ -225,7 +225,7 @@ def test_audit_passes_the_test_split_and_fails_it_after_labels_of_one_group_are_
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(("--tolerance-for", "gap=0.1"), "unknown metric 'gap'"), (("--tolerance-for", "dp_gap=-1"), "METRIC=T")],
+    [(("--tolerance-for", "gap=0.1"), "unknown metric 'gap'"), (("--tolerance-for", "dp_gap=-1"), "METRIC=VALUE with VALUE a number >= 0")],
 )
 def test_audit_mistakes_are_one_line(sweep: dict, tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
     done = _audit(sweep, tmp_path / "absent.csv", *extra)

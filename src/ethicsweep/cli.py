@@ -304,27 +304,6 @@ def select(
     console.print(f"load it: mlflow.pyfunc.load_model('models:/{name}@{alias}') with tracking URI {uri}", soft_wrap=True)
 
 
-def _reference(text: str | None) -> dict[str, float]:
-    """``--reference accuracy=0.76,dp_gap=0.2`` as {metric: value}."""
-    from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
-
-    given: dict[str, float] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        metric, _, value = item.partition("=")
-        metric = metric.strip()
-        if metric not in METRIC_DIRECTIONS:
-            raise EthicsweepError(f"--reference {text!r}: unknown metric {metric!r}; metrics: {', '.join(METRIC_DIRECTIONS)}")
-        try:
-            given[metric] = float(value)
-        except ValueError:
-            given[metric] = math.nan
-        if not math.isfinite(given[metric]):
-            raise EthicsweepError(f"--reference {text!r}: write METRIC=VALUE[,METRIC=VALUE...] with finite numbers, e.g. accuracy=0.76,dp_gap=0.2")
-    return given
-
-
 @app.command()
 def compare(
     sweeps: Annotated[list[str], typer.Argument(metavar="SWEEP...", help="Two or more sweeps: each its directory, its spec file, or its registered model name with --tracking-uri.")],
@@ -343,7 +322,7 @@ def compare(
     _quiet_libraries()
     if len(sweeps) < 2:
         raise EthicsweepError(f"SWEEP: give two or more sweeps to compare, not {len(sweeps)}")
-    given = _reference(reference)
+    given = _metric_values([item for item in (reference or "").split(",") if item.strip()], "--reference", "accuracy=0.76,dp_gap=0.2")
     stores = [_sweep_store(sweep, tracking_uri) for sweep in sweeps]
     if len(set(stores)) < len(stores):
         raise EthicsweepError(f"SWEEP: the same sweep is named twice ({', '.join(sweeps)})")
@@ -369,22 +348,26 @@ def _number(value: Any, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _tolerances(items: list[str]) -> dict[str, float]:
+def _metric_values(items: list[str], option: str, example: str, nonnegative: bool = False) -> dict[str, float]:
+    """``METRIC=VALUE`` items (an option's values) as {metric: value}; a one-line error
+    naming ``option`` for an unknown metric or a value that is not a finite number
+    (negative, when ``nonnegative``)."""
     from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
 
-    tolerances = {}
+    values: dict[str, float] = {}
     for item in items:
-        metric, _, value = item.partition("=")
+        metric, _, text = item.partition("=")
         metric = metric.strip()
         if metric not in METRIC_DIRECTIONS:
-            raise EthicsweepError(f"--tolerance-for {item!r}: unknown metric {metric!r}; metrics: {', '.join(METRIC_DIRECTIONS)}")
+            raise EthicsweepError(f"{option} {item!r}: unknown metric {metric!r}; metrics: {', '.join(METRIC_DIRECTIONS)}")
         try:
-            tolerances[metric] = float(value)
+            values[metric] = float(text)
         except ValueError:
-            tolerances[metric] = math.nan
-        if not math.isfinite(tolerances[metric]) or tolerances[metric] < 0:
-            raise EthicsweepError(f"--tolerance-for {item!r}: write METRIC=T with T a number >= 0, e.g. dp_gap=0.01")
-    return tolerances
+            values[metric] = math.nan
+        if not math.isfinite(values[metric]) or (nonnegative and values[metric] < 0):
+            kind = "a number >= 0" if nonnegative else "a finite number"
+            raise EthicsweepError(f"{option} {item!r}: write METRIC=VALUE with VALUE {kind}, e.g. {example}")
+    return values
 
 
 @app.command()
@@ -415,7 +398,7 @@ def audit(
     from ethicsweep.search.tracking import existing_store
 
     _quiet_libraries()
-    per_metric = _tolerances(tolerance_for or [])
+    per_metric = _metric_values(tolerance_for or [], "--tolerance-for", "dp_gap=0.01", nonnegative=True)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise EthicsweepError("--tracking-uri: give the MLflow store that holds the model (or set MLFLOW_TRACKING_URI)")
