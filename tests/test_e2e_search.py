@@ -19,12 +19,12 @@ BOUND = 0.08
 INITIAL = {"terms.demographic_parity.weight": 0.01, "training.epochs": 4}
 
 
-def _sweep(root: Path, name: str, search: dict) -> tuple[pd.DataFrame, MlflowClient]:
+def _sweep(root: Path, name: str, search: dict, terms: list[dict] | None = None) -> tuple[pd.DataFrame, MlflowClient]:
     spec = {
         "name": name, "seed": 1, "output_dir": str(root / "runs"),
         "data": {"dataset": "adult", "sensitive": ["sex"]},
         "train": {"model": {"kind": "logistic"}, "training": {"epochs": 2, "batch_size": 2048, "lr": 0.01},
-                  "terms": [{"kind": "demographic_parity", "weight": 0.5}]},
+                  "terms": terms or [{"kind": "demographic_parity", "weight": 0.5}]},
         "search": {"space": {"terms.demographic_parity.weight": {"type": "float", "low": 0.01, "high": 5.0, "log": True},
                              "training.epochs": {"type": "int", "low": 1, "high": 4}}, **search},
     }  # fmt: skip
@@ -79,12 +79,16 @@ def test_early_stopping_cuts_some_trials_short(constrained: tuple[pd.DataFrame, 
     assert any(t < p for t, p in zip(trained, planned)), (trained, planned)
 
 
-def test_a_pymoo_searcher_runs_a_whole_sweep(tmp_path: Path) -> None:
+def test_a_pymoo_searcher_runs_a_whole_sweep_with_stakeholder_weights(tmp_path: Path) -> None:
     search = {"searcher": "pymoo-nsga2", "num_trials": 4, "population_size": 2, "max_concurrent": 2}
-    trials, client = _sweep(tmp_path, "ci-pymoo", search)
+    weights = {"sex=Female": 2.0}
+    trials, client = _sweep(tmp_path, "ci-pymoo", search, [{"kind": "demographic_parity", "weight": 0.5, "group_weights": weights}])
     assert len(trials) == 4 and (trials["status"] == "ok").all()
     runs = client.search_runs([client.get_experiment_by_name("ci-pymoo").experiment_id])
-    assert len([r for r in runs if r.data.tags.get("ethicsweep.role") == "trial"]) == 4
+    children = [r for r in runs if r.data.tags.get("ethicsweep.role") == "trial"]
+    assert len(children) == 4
+    # group names are not MLflow keys: the mapping is one parameter, as JSON
+    assert all(json.loads(r.data.params["terms.demographic_parity.group_weights"]) == weights for r in children)
 
 
 def test_the_same_spec_and_seed_give_the_same_trials_on_cpu(tmp_path: Path) -> None:

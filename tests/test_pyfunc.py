@@ -96,6 +96,8 @@ def test_pyfunc_predictions_equal_a_forward_pass_by_hand(adult, saved):
     assert np.array_equal(out["decision"], (proba >= 0.5).astype(int))
     assert np.array_equal(out["abstain"], np.maximum(proba, 1 - proba) < 0.7)
     assert (path / "data" / "ethicsweep" / "note.txt").read_text() == "hello"
+    empty = mlflow.pyfunc.load_model(str(path)).predict(test.head(0))
+    assert list(empty.columns) == ["probability", "decision", "abstain"] and len(empty) == 0
 
 
 def test_loading_unpickles_nothing(saved, monkeypatch):

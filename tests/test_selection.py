@@ -134,11 +134,11 @@ def test_bad_rules_are_one_line_errors(text, message):
 def test_weights_by_name_or_in_order():
     assert parse_weights("accuracy=0.7,dp_gap=0.3", OBJECTIVES).tolist() == pytest.approx([0.7, 0.3])
     assert parse_weights("1, 3", OBJECTIVES).tolist() == pytest.approx([0.25, 0.75])
-    assert parse_weights("accuracy=2", OBJECTIVES).tolist() == [1.0, 0.0]
+    assert parse_weights("accuracy=2,dp_gap=0", OBJECTIVES).tolist() == [1.0, 0.0]
     assert parse_weights(None, OBJECTIVES).tolist() == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("text", ["-1,2", "1,2,3", "x", "0,0", "harm=1", "inf,1"])
+@pytest.mark.parametrize("text", ["-1,2", "1,2,3", "x", "0,0", "harm=1", "inf,1", "accuracy=0.7"])
 def test_bad_weights_are_one_line_errors(text):
     with pytest.raises(SelectionError, match="--weights"):
         parse_weights(text, OBJECTIVES)

@@ -185,7 +185,7 @@ def demo(
 
     An MLP is trained with binary cross-entropy plus demographic-parity and equalized-odds
     penalties; NSGA-II searches their weights, the learning rate, the width and the
-    epochs for the best trade-offs of accuracy against dp_gap. A few minutes on a laptop.
+    epochs for the best trade-offs of accuracy against dp_gap. About two minutes on a 2-core laptop.
     Prints the Pareto front and where the report and the MLflow store are.
     """
     document = yaml.safe_load(resources.files("ethicsweep").joinpath("demo.yaml").read_text())
@@ -259,7 +259,7 @@ def select(
     candidate lost. When no candidate meets every rule, the closest are named and the exit
     status is 1.
 
-    Example: `ethicsweep select ethicsweep-runs/demo-adult --where "dp_gap <= 0.05" --prefer accuracy`
+    Example: `ethicsweep select ethicsweep-runs/adult-demo --where "dp_gap <= 0.05" --prefer accuracy`
     """
     from ethicsweep.analysis.registry import front_candidates
     from ethicsweep.analysis.selection import METHODS, SPLITS, Rule, SelectionError, metric_key, parse_weights
@@ -402,6 +402,10 @@ def audit(
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise EthicsweepError("--tracking-uri: give the MLflow store that holds the model (or set MLFLOW_TRACKING_URI)")
+    if json_out is not None and not json_out.parent.is_dir():
+        raise EthicsweepError(f"--json {str(json_out)!r}: its directory {str(json_out.parent)!r} does not exist; give a file in an existing directory")
+    if data.is_dir():
+        raise EthicsweepError(f"DATA {str(data)!r} is a directory; give a .csv, .csv.gz or .parquet file")
     client = existing_store(uri)
     version = resolve_version(client, model)
     name = version.name

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
@@ -42,6 +43,8 @@ class ReportContext:
 
 
 def _fmt(value: object) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -273,7 +276,7 @@ def write_report(path: Path, trials: pd.DataFrame, front: pd.DataFrame, context:
     if "test_front_rank" in front:
         front_table["on the test front"] = ["yes" if r == 0 else "no (dominated on test)" for r in front["test_front_rank"]]
     if "constraints" in front:
-        front_table["constraints"] = front["constraints"]
+        front_table["constraints"] = [c or "none constrained" for c in front["constraints"]]
     comparison = pd.DataFrame(
         {
             "candidate": [c for c in front["candidate"] for _ in (0, 1)],

@@ -74,7 +74,10 @@ def parse_weights(text: str | None, objectives: list[tuple[str, str]]) -> np.nda
             unknown = sorted(set(given) - set(names))
             if unknown:
                 raise SelectionError(f"--weights: {unknown[0]!r} is not an objective of this sweep; objectives: {', '.join(names)}")
-            weights = np.array([given.get(n, 0.0) for n in names])
+            missing = [n for n in names if n not in given]
+            if missing:
+                raise SelectionError(f"--weights {text!r}: give a weight for every objective ({', '.join(names)}); missing: {', '.join(missing)} (0 is allowed)")
+            weights = np.array([given[n] for n in names])
         else:
             weights = np.array([float(item) for item in items])
     except ValueError:

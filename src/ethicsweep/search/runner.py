@@ -27,6 +27,7 @@ from ethicsweep.search.builders import build_scheduler, build_searcher, objectiv
 from ethicsweep.search.optuna_searcher import objective_problem
 from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
+from ethicsweep.trainables.train import init_state
 from ethicsweep.trainables.tune import run_trial
 
 TUNE_DIR = "tune"
@@ -277,6 +278,7 @@ def run_sweep(
     started = time.perf_counter()
     search = spec.search
     check_objectives_defined(spec, data)
+    init_state(spec.train, data)  # the terms against the data (group and context names), before any worker starts
     connect(address)
     _check_resources(search.cpus_per_trial, search.gpus_per_trial)
     sweep_dir = _sweep_dir(spec)

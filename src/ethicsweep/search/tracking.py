@@ -30,6 +30,8 @@ TRIAL_TAG = "ethicsweep.trial_id"
 #: Result keys logged as per-epoch metrics.
 METRIC_PREFIXES = ("loss/", "lambda/", "grad_share/", "val/", "epoch_seconds")
 MAX_PARAM_LENGTH = 6000
+#: Config mappings whose keys are data values, not field names.
+DATA_KEYED = ("group_weights", "by_context")
 
 
 def default_tracking_uri(sweep_dir: Path) -> str:
@@ -73,13 +75,17 @@ def governance_tags(spec: SweepSpec) -> dict[str, str]:
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → ``{"a.b": value}``; a list of terms is keyed by each term's name."""
+    """Nested mapping → ``{"a.b": value}``; a list of terms is keyed by each term's name.
+    Mappings keyed by data values (``group_weights``, ``by_context``: group names like
+    ``sex=Female`` cannot be MLflow keys) stay whole, as JSON text."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if key == "terms" and isinstance(value, list):
             for term in value:
                 flat.update(flatten({k: v for k, v in term.items() if k != "name"}, f"{path}.{term.get('name') or term['kind']}."))
+        elif key in DATA_KEYED and isinstance(value, dict):
+            flat[path] = json.dumps(value, sort_keys=True)
         elif isinstance(value, dict):
             flat.update(flatten(value, f"{path}."))
         else:
@@ -139,6 +145,11 @@ class Tracker:
             )
         except Exception as exc:  # any failure to reach the store is the user's setting
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            if tracking_uri.startswith("sqlite:///") and Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+                raise EthicsweepError(
+                    f"tracking_uri: the MLflow store {tracking_uri.removeprefix('sqlite:///')!r} cannot be opened: {reason}. "
+                    "If a sweep was stopped while creating it, it is incomplete: move it away (or choose another --output-dir) and run again"
+                ) from None
             raise EthicsweepError(
                 f"tracking_uri: cannot use MLflow at {tracking_uri!r}: {reason}. "
                 "Allowed: sqlite:///path/mlflow.db, http(s)://server, or leave it out for the embedded store"

@@ -39,10 +39,10 @@ def split_outputs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]
 @torch.no_grad()
 def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits of P(y=1) for every row of ``X`` and, with a trained abstain output, logits of
-    P(abstain); computed in evaluation mode, in batches."""
+    P(abstain); computed in evaluation mode, in batches. No rows give empty arrays."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+    out = torch.cat([model(X[i : i + batch_size]) for i in range(0, max(len(X), 1), batch_size)])  # no rows: one empty batch
     model.train(was_training)
     logits, abstain = split_outputs(out)
     return logits.cpu().numpy(), (abstain.cpu().numpy() if abstain is not None else None)
