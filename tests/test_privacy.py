@@ -1,8 +1,9 @@
 """Privacy: the memorization term by hand and by gradcheck; the privacy spec and the terms
 DP-SGD refuses; DP-SGD training whose ε is checked against Opacus' accountants stepped by
 hand in the test (sample rate = batch size / rows, steps = epochs · rows / batch size);
-the accountant's checkpoint round trip; and the non-private loop checked against a plain
-PyTorch loop written here."""
+our accountants' ε equal to Opacus'; ghost clipping's clipped gradient sum against a
+per-example loop in float64; the accountant's checkpoint round trip; and the non-private
+loop checked against a plain PyTorch loop written here."""
 
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ from ethicsweep.data import PreparedData, Split
 from ethicsweep.errors import SpecError
 from ethicsweep.objectives.base import Batch, TermSpecBase
 from ethicsweep.objectives.metrics import METRIC_DIRECTIONS
-from ethicsweep.objectives.privacy import Memorization, MemorizationSpec, dp_sgd_refusal
+from ethicsweep.objectives.privacy import Memorization, MemorizationSpec, create_accountant, dp_sgd_refusal
 from ethicsweep.objectives.registry import TERM_KINDS, TermSpec
 from ethicsweep.spec import TrainConfig, parse_spec
 from ethicsweep.trainables import scoring
 from ethicsweep.trainables.checkpoint import ACCOUNTANT_FILE, load_state, save_state
-from ethicsweep.trainables.train import make_private, train
+from ethicsweep.trainables.models import split_outputs
+from ethicsweep.trainables.train import init_state, make_private, train
 
 D = torch.float64
 ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
@@ -292,6 +294,53 @@ def test_empty_poisson_batches_are_noise_only_steps_charged_by_the_accountant():
     assert state.stopped is None and len(state.history) == 2
     expected = accountant_by_hand("prv", 2.0, 1 / 16, 32).get_epsilon(delta=1e-5)
     assert state.history[-1].validation["epsilon"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["prv", "rdp"])
+def test_our_accountants_give_opacus_epsilon_exactly(kind):
+    ours = create_accountant(kind)
+    assert type(ours).mechanism() == kind
+    histories = [[(1.2, 0.25, 4)], [(1.2, 0.25, 8)], [(1.2, 0.25, 8), (2.0, 0.1, 5)], [(0.9, 1 / 7, 210)]]
+    for history in histories * 2:  # the second time round from the per-step cache
+        for delta in (1e-5, 1e-3):
+            theirs = ACCOUNTANTS[kind]()
+            theirs.history, ours.history = list(history), list(history)
+            assert ours.get_epsilon(delta=delta) == theirs.get_epsilon(delta=delta)
+
+
+def _per_example_loss(state, X, y, groups):
+    logits, abstain = split_outputs(state.model(X))
+    return state.objective.penalized(state.objective.parts(Batch(logits, y, groups, None, abstain)))
+
+
+@pytest.mark.parametrize("abstain", ["none", "trained"])
+def test_ghost_clipping_sums_per_example_gradients_clipped_as_a_per_example_loop(abstain):
+    # per-example penalty terms, and an abstain head: ℓ_i = BCE_i + 2·memorization_i + 0.5·cost_i
+    terms = [{"kind": "memorization", "floor": 0.5, "weight": 2.0}, {"kind": "expected_cost", "weight": 0.5}]
+    cfg = config({"dp_sgd": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0}, terms=terms, abstain=abstain)
+    data = synthetic(n=32)
+    state = init_state(cfg, data)
+    state.model.double()
+    params = list(state.model.parameters())
+    X, y = torch.as_tensor(data.train.X, dtype=D), torch.as_tensor(data.train.y, dtype=D)
+    groups = torch.as_tensor(data.train.groups)
+
+    # by hand: each row's gradient by autograd on that row alone, clipped to C = 1, summed
+    with state.private.hooks_off():
+        rows = [torch.autograd.grad(_per_example_loss(state, X[i : i + 1], y[i : i + 1], groups[i : i + 1]), params) for i in range(32)]
+    norms = torch.stack([torch.sqrt(sum((g**2).sum() for g in row)) for row in rows])
+    factors = (1.0 / (norms + 1e-6)).clamp(max=1.0)  # Opacus' clipping factor
+    assert 0 < int((factors < 1).sum()) < 32  # some rows clipped, some not
+    expected = [sum(f * row[k] for f, row in zip(factors, rows)) for k in range(len(params))]
+
+    state.optimizer.zero_grad()
+    outputs = state.private.module(X)
+    logits, abstain_logits = split_outputs(outputs)
+    loss = state.objective.penalized(state.objective.parts(Batch(logits, y, groups, None, abstain_logits)))
+    state.private.clipped_backward(loss, outputs)
+    torch.testing.assert_close(state.private.module.per_sample_gradient_norms, norms, rtol=1e-10, atol=1e-12)
+    for param, want in zip(params, expected):
+        torch.testing.assert_close(param.grad, want, rtol=1e-10, atol=1e-12)
 
 
 def test_dp_sgd_learns_a_separable_problem():

@@ -8,9 +8,10 @@ metric on the validation split, ε included.
 
 Without DP-SGD the loop draws minibatches by indexing a seeded permutation of the training
 tensors. With DP-SGD (``config.privacy.dp_sgd``) Opacus makes the model, the primal
-optimizer and a data loader over the training tensors private: per-example clipping and
-noise in the optimizer, Poisson sampling in the loader (no custom sampler: Opacus derives
-the sampling rate from the loader's length), and its accountant charged at every step.
+optimizer and a data loader over the training tensors private: per-example clipping in
+the backward pass (ghost clipping), noise in the optimizer, Poisson sampling in the loader
+(no custom sampler: Opacus derives the sampling rate from the loader's length), and its
+accountant charged at every step.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from opacus import GradSampleModule, PrivacyEngine
-from opacus.optimizers import DPOptimizer
+from opacus import PrivacyEngine
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ethicsweep.data import PreparedData, Split
 from ethicsweep.objectives.base import Batch, TermContext
 from ethicsweep.objectives.composite import NonFiniteLoss, Objective, ObjectiveProblem, gradient_shares
-from ethicsweep.objectives.privacy import noise_multiplier, schedule
+from ethicsweep.objectives.privacy import create_accountant, noise_multiplier, schedule
 from ethicsweep.spec import TrainConfig
 from ethicsweep.trainables.models import build_model, split_outputs
 from ethicsweep.trainables.scoring import validation_metrics
@@ -73,10 +76,11 @@ class EpochReport:
 @dataclass
 class Private:
     """DP-SGD's Opacus objects: the engine (its accountant), the model that computes
-    per-example gradients, and the Poisson data loader."""
+    per-example gradient norms, its noising optimizer, and the Poisson data loader."""
 
     engine: PrivacyEngine
-    module: GradSampleModule
+    module: GradSampleModuleFastGradientClipping
+    optimizer: DPOptimizerFastGradientClipping
     loader: DataLoader
     delta: float
 
@@ -86,12 +90,24 @@ class Private:
 
     @contextmanager
     def hooks_off(self) -> Iterator[None]:
-        """Forward and backward passes that leave no per-example gradients behind."""
+        """Forward and backward passes that leave no per-example gradient norms behind."""
         self.module.disable_hooks()
         try:
             yield
         finally:
             self.module.enable_hooks()
+
+    def clipped_backward(self, loss: torch.Tensor, outputs: torch.Tensor) -> None:
+        """Into ``.grad``: the sum over rows of each row's gradient of ``loss``, clipped to
+        ``max_grad_norm`` (Opacus' ghost clipping: a backward pass for the per-example norms,
+        a second for the clipped sum), never materializing per-example gradients.
+
+        ``loss`` is the mean of per-row losses ℓ_i, each a function of its row's ``outputs``
+        z_i only; with g = ∂loss/∂z (detached), B · ⟨g_i, z_i⟩ has row i's gradient ∇ℓ_i: the
+        same backpropagated values from which Opacus' hooks mode builds per-example gradients."""
+        (grad,) = torch.autograd.grad(loss, outputs)
+        per_row = len(outputs) * (grad.detach() * outputs).reshape(len(outputs), -1).sum(dim=1)
+        DPTensorFastGradientClipping(self.module, self.optimizer, per_row, loss_reduction="mean").backward()
 
 
 @dataclass
@@ -137,7 +153,8 @@ def init_state(config: TrainConfig, data: PreparedData, device: str | torch.devi
     primal = torch.optim.Adam(parameters, lr=config.training.lr, weight_decay=config.training.weight_decay)
     private = None
     if config.privacy.dp_sgd:
-        private, primal = make_private(config, data, model, primal, device)
+        private = make_private(config, data, model, primal, device)
+        primal = private.optimizer
     return TrainState(model=model, objective=objective, problem=ObjectiveProblem(objective, device), primal=primal, private=private)
 
 
@@ -156,11 +173,14 @@ def _single(items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
 
 def make_private(
     config: TrainConfig, data: PreparedData, model: nn.Module, primal: torch.optim.Optimizer, device: str | torch.device = "cpu"
-) -> tuple[Private, DPOptimizer]:
+) -> Private:
     """Opacus' DP-SGD for ``model`` and its ``primal`` optimizer over the training split:
     a plain data loader with the spec's batch size, made Poisson by Opacus; σ from the spec,
     or calibrated so the run's epochs spend at most ``target_epsilon``. Opacus validates
     the model (no BatchNorm).
+
+    Per-example clipping is Opacus' ghost clipping (``grad_sample_mode="ghost"``), the
+    training loop's backward pass :meth:`Private.clipped_backward`.
 
     Sampling and noise are drawn from generators seeded from OS entropy, not from the spec's
     seed: the seed is recorded with every run, and noise that anyone can regenerate protects
@@ -173,13 +193,14 @@ def make_private(
     loader = DataLoader(_Columns(*columns), batch_size=config.training.batch_size, collate_fn=_single, generator=sampling)
     plan = schedule(n, config.training.batch_size)
     engine = PrivacyEngine(accountant=privacy.accountant)
-    module, optimizer, loader = engine.make_private(
+    engine.accountant = create_accountant(privacy.accountant)  # the same ε, computed faster
+    module, optimizer, _criterion, loader = engine.make_private(
         module=model, optimizer=primal, data_loader=loader, noise_multiplier=noise_multiplier(privacy, plan, config.training.epochs),
-        max_grad_norm=privacy.max_grad_norm, noise_generator=noise,
+        max_grad_norm=privacy.max_grad_norm, noise_generator=noise, grad_sample_mode="ghost",
     )  # fmt: skip
     if len(loader) != plan.steps_per_epoch:  # the σ calibration and planned ε assume Opacus' schedule
         raise RuntimeError(f"Opacus' loader runs {len(loader)} steps an epoch; expected {plan.steps_per_epoch}")
-    return Private(engine, module, loader, privacy.delta), optimizer
+    return Private(engine, module, optimizer, loader, privacy.delta)
 
 
 def _tensors(split: Split, device: str | torch.device) -> dict[str, torch.Tensor | None]:
@@ -189,6 +210,18 @@ def _tensors(split: Split, device: str | torch.device) -> dict[str, torch.Tensor
         "groups": torch.as_tensor(split.groups, device=device),
         "context": torch.as_tensor(split.context, device=device) if split.context is not None else None,
     }
+
+
+def _private_step(state: TrainState, outputs: torch.Tensor, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """What ``state.optimizer.roll`` does (DP-SGD has no constraints: a primal step) on
+    ``batch``, made from the model's ``outputs``, with DP-SGD's clipped backward pass;
+    returns the loss parts and the minimized Lagrangian."""
+    state.optimizer.zero_grad()
+    cmp_state = state.problem.compute_cmp_state(make_batch=lambda: batch)
+    lagrangian = cmp_state.compute_primal_lagrangian().lagrangian
+    state.private.clipped_backward(lagrangian, outputs)
+    state.optimizer.primal_step()
+    return cmp_state.misc["parts"], lagrangian
 
 
 def train(
@@ -227,12 +260,16 @@ def train(
         for columns in private.loader:
             yield {"context": None, **dict(zip(keys, columns))}
 
-    def batch_of(rows: dict[str, torch.Tensor | None]) -> Callable[[], Batch]:
-        def make() -> Batch:
-            logits, abstain_logits = split_outputs(net(rows["X"]))
-            return Batch(logits, rows["y"], rows["groups"], rows["context"], abstain_logits)
+    def batch_of(rows: dict[str, torch.Tensor | None], outputs: torch.Tensor) -> Batch:
+        logits, abstain_logits = split_outputs(outputs)
+        return Batch(logits, rows["y"], rows["groups"], rows["context"], abstain_logits)
 
-        return make
+    def roll(rows: dict[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if private is None:
+            rollout = state.optimizer.roll(compute_cmp_state_kwargs={"make_batch": lambda: batch_of(rows, net(rows["X"]))})
+            return rollout.cmp_state.misc["parts"], rollout.primal_lagrangian_store.lagrangian
+        outputs = net(rows["X"])
+        return _private_step(state, outputs, batch_of(rows, outputs))
 
     while state.epoch < config.training.epochs and state.stopped is None:
         started = time.perf_counter()
@@ -245,19 +282,17 @@ def train(
                 net(rows["X"]).sum().backward()
                 state.optimizer.primal_step()
                 continue
-            make_batch = batch_of(rows)
             if batches == 0:
                 with nullcontext() if private is None else private.hooks_off():
-                    shares = gradient_shares(objective, problem, make_batch(), list(model.parameters()))
+                    shares = gradient_shares(objective, problem, batch_of(rows, net(rows["X"])), list(model.parameters()))
             try:
-                rollout = state.optimizer.roll(compute_cmp_state_kwargs={"make_batch": make_batch})
+                parts, lagrangian = roll(rows)
             except NonFiniteLoss as exc:
                 state.stopped = f"non-finite loss at epoch {state.epoch + 1}, batch {batches + 1}: {exc}"
                 break
-            parts = rollout.cmp_state.misc["parts"]
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
-            sums["total"] = sums.get("total", 0.0) + float(rollout.primal_lagrangian_store.lagrangian.detach())
+            sums["total"] = sums.get("total", 0.0) + float(lagrangian.detach())
             batches += 1
         if state.stopped:
             break
