@@ -41,6 +41,25 @@ def _workers(session: int) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_worker(session: int, window_s: float = 0.5) -> int | None:
+    """The trial actor that is training now (the one burning CPU). Ray Tune retries a
+    running trial whose worker dies; a reused actor killed while idle fails the trial it
+    was about to start, which Ray does not retry."""
+    try:
+        before = {pid: _cpu_seconds(pid) for pid in _workers(session)}
+        time.sleep(window_s)
+        used = {pid: _cpu_seconds(pid) - start for pid, start in before.items()}
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    pid = max(used, key=used.get, default=None)
+    return pid if pid is not None and used[pid] > 0.1 * window_s else None
+
+
 def test_a_killed_worker_is_retried_and_every_trial_is_recorded_once(tmp_path: Path) -> None:
     path = _write(tmp_path, {"max_failures": 2})
     command = [sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)]
@@ -52,10 +71,10 @@ def test_a_killed_worker_is_retried_and_every_trial_is_recorded_once(tmp_path: P
             if line.startswith(f"[1/{N_TRIALS}]") and not killed:
                 deadline = time.monotonic() + 60
                 while not killed and time.monotonic() < deadline:
-                    for pid in _workers(process.pid):  # every trial actor: the one mid-trial among them
+                    pid = _busy_worker(process.pid)
+                    if pid is not None:
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
-                    time.sleep(0.2)
         assert process.wait(timeout=900) == 0, "".join(lines)[-3000:]
     finally:
         if process.poll() is None:
