@@ -222,30 +222,32 @@ def check_objectives_defined(spec: SweepSpec, data: PreparedData) -> None:
         )
 
 
-def resumable_run(spec: SweepSpec, tracker: Tracker) -> tuple[Path, str]:
-    """The run directory and parent run of the sweep's latest execution, for ``--resume``.
-
-    Raises EthicsweepError when there is none to resume: no execution, the latest one
-    finished, its Ray Tune state is missing, or the spec changed since (its hash differs).
-    """
+def latest_execution(spec: SweepSpec) -> Path:
+    """The run directory of the sweep's latest execution, if Ray Tune can restore it (for
+    ``--resume``; checked on files alone, before Ray starts). Raises EthicsweepError."""
     sweep_dir = spec.sweep_dir
     runs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()), reverse=True) if sweep_dir.is_dir() else []
     if not runs:
         raise EthicsweepError(f"--resume: sweep {spec.name!r} has no execution in {str(sweep_dir)!r} to resume; run it without --resume")
-    latest = runs[0]
+    if not tune.Tuner.can_restore(f"{tune_storage(spec, runs[0])}/{TUNE_DIR}"):
+        raise EthicsweepError(f"--resume: execution {runs[0].name} left no Ray Tune state to restore (it stopped before the first trial); run without --resume")
+    return runs[0]
+
+
+def resumable_parent(spec: SweepSpec, tracker: Tracker, run_dir: Path) -> str:
+    """The parent run of the execution in ``run_dir``, if it can be resumed: it did not
+    finish and the spec is unchanged (same hash). Raises EthicsweepError."""
     found = tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`ethicsweep.run_dir` = '{latest}' and tags.`ethicsweep.role` = 'sweep'", max_results=1
+        [tracker.experiment_id], filter_string=f"tags.`ethicsweep.run_dir` = '{run_dir}' and tags.`ethicsweep.role` = 'sweep'", max_results=1
     )
     if not found:
-        raise EthicsweepError(f"--resume: the latest execution {latest.name} has no parent run in {tracker.tracking_uri}; run without --resume")
+        raise EthicsweepError(f"--resume: execution {run_dir.name} has no parent run in {tracker.tracking_uri}; run without --resume")
     parent = found[0]
     if parent.info.status == "FINISHED":
-        raise EthicsweepError(f"--resume: the latest execution {latest.name} finished; there is nothing to resume (run without --resume for a new one)")
+        raise EthicsweepError(f"--resume: the latest execution {run_dir.name} finished; there is nothing to resume (run without --resume for a new one)")
     if parent.data.tags.get("ethicsweep.spec_sha256") != spec.spec_hash:
-        raise EthicsweepError(f"--resume: the spec changed since execution {latest.name} started (its hash differs); resume it with the same spec, or run without --resume")
-    if not tune.Tuner.can_restore(f"{tune_storage(spec, latest)}/{TUNE_DIR}"):
-        raise EthicsweepError(f"--resume: execution {latest.name} left no Ray Tune state to restore (it stopped before the first trial); run without --resume")
-    return latest, parent.info.run_id
+        raise EthicsweepError(f"--resume: the spec changed since execution {run_dir.name} started (its hash differs); resume it with the same spec, or run without --resume")
+    return parent.info.run_id
 
 
 def run_sweep(
@@ -279,15 +281,16 @@ def run_sweep(
     search = spec.search
     check_objectives_defined(spec, data)
     init_state(spec.train, data)  # the terms against the data (group and context names), before any worker starts
+    resumed = latest_execution(spec) if resume else None
     connect(address)
     _check_resources(search.cpus_per_trial, search.gpus_per_trial)
     sweep_dir = _sweep_dir(spec)
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir)
     tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
     tags = provenance_tags(spec, data.sha256)
-    if resume:
-        run_dir, parent_run_id = resumable_run(spec, tracker)
-        tracker.resume_parent(parent_run_id)
+    if resumed is not None:
+        run_dir = resumed
+        tracker.resume_parent(resumable_parent(spec, tracker, run_dir))
     else:
         run_dir = _new_run_dir(sweep_dir)
         parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
