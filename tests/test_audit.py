@@ -1,12 +1,14 @@
-"""Audit checks: worse-than-recorded in each metric's direction, tolerances, undefined values."""
+"""Audit checks: worse-than-recorded in each metric's direction, tolerances, undefined values,
+and bootstrap intervals against sampling noise."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from ethicsweep.analysis.audit import Check, compare
+from ethicsweep.analysis.audit import Check, bootstrap_intervals, compare
 
 
 def test_worse_is_lower_for_metrics_to_maximize_and_higher_for_those_to_minimize():
@@ -33,3 +35,19 @@ def test_only_metrics_both_recorded_and_observed_are_checked_in_metric_order():
 def test_undefined_now_but_defined_before_breaches_and_undefined_before_never_does():
     assert Check("eo_gap", 0.05, math.nan, math.nan, 0.02).breach
     assert not Check("eo_gap", math.nan, 0.9, math.nan, 0.02).breach
+
+
+def test_bootstrap_intervals_of_a_proportion_match_the_normal_approximation() -> None:
+    # accuracy of 1000 rows, 800 right: 95% interval about 0.8 +- 1.96 sqrt(0.8 * 0.2 / 1000) = 0.8 +- 0.0248
+    right = np.r_[np.ones(800), np.zeros(200)]
+    intervals = bootstrap_intervals(lambda rows: {"accuracy": right[rows].mean(), "undefined": math.nan}, 1000, replicates=2000)
+    low, high = intervals["accuracy"]
+    assert low == pytest.approx(0.8 - 0.0248, abs=0.004) and high == pytest.approx(0.8 + 0.0248, abs=0.004)
+    assert all(math.isnan(v) for v in intervals["undefined"])
+
+
+def test_a_breach_inside_the_interval_is_marked_as_possible_noise() -> None:
+    (check,) = compare({"accuracy": 0.80}, {"accuracy": 0.83}, 0.02, {}, {"accuracy": (0.77, 0.835)})
+    assert check.breach and check.within_noise
+    (check,) = compare({"accuracy": 0.80}, {"accuracy": 0.83}, 0.02, {}, {"accuracy": (0.78, 0.82)})
+    assert check.breach and not check.within_noise

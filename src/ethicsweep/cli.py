@@ -340,7 +340,10 @@ def compare(
 
 
 def _number(value: Any, signed: bool = False) -> str:
-    """A table cell: floats to 4 decimals (``+`` sign when ``signed``), NaN as ``n/a``."""
+    """A table cell: floats to 4 decimals (``+`` sign when ``signed``), NaN as ``n/a``,
+    booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if not isinstance(value, float):
         return escape(str(value))
     if math.isnan(value):
@@ -418,11 +421,12 @@ def audit(
             result = run_audit(directory, table, recorded, tolerance, per_metric)
 
     checks = Table(title=f"Audit of {name} version {version.version} on {data} ({result.rows} rows) against its recorded test metrics")
-    for column in ("metric", "recorded", "now", "worse by", "tolerance", "verdict"):
+    for column in ("metric", "recorded", "now", "now, 95% interval", "worse by", "tolerance", "verdict"):
         checks.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
     for c in result.checks:
-        verdict = "[red]BREACH[/]" if c.breach else "ok"
-        checks.add_row(c.metric, f"{c.recorded:.4f}", f"{c.observed:.4f}", f"{c.worse_by:+.4f}", f"{c.tolerance:g}", verdict)
+        verdict = ("[red]BREACH[/]" + (" (within sampling noise)" if c.within_noise else "")) if c.breach else "ok"
+        interval = f"[{_number(c.low)}, {_number(c.high)}]"
+        checks.add_row(c.metric, _number(c.recorded), _number(c.observed), interval, _number(c.worse_by, signed=True), f"{c.tolerance:g}", verdict)
     console.print(checks)
     groups = result.report.rates.table()
     by_group = Table(title="Per group (now)")
@@ -436,13 +440,15 @@ def audit(
     if json_out is not None:
         document = {
             "model": f"{name}/{version.version}", "data": str(data), "rows": result.rows,
-            "checks": [{**c.__dict__, "breach": c.breach} for c in result.checks],
+            "checks": [{**c.__dict__, "breach": c.breach, "within_noise": c.within_noise} for c in result.checks],
             "groups": json.loads(groups.to_json(orient="records")),
         }  # fmt: skip
         json_out.write_text(json.dumps(document, indent=2))
     if result.breaches:
         listed = ", ".join(f"{c.metric} ({c.recorded:.4f} -> {c.observed:.4f})" for c in result.breaches)
-        errors.print(f"[red]breach:[/] {len(result.breaches)} metric(s) worse than recorded beyond tolerance: {escape(listed)}", soft_wrap=True)
+        noise = sum(c.within_noise for c in result.breaches)
+        hint = f"; {noise} of them within this sample's 95% interval (sampling noise? audit more rows or raise --tolerance-for)" if noise else ""
+        errors.print(f"[red]breach:[/] {len(result.breaches)} metric(s) worse than recorded beyond tolerance: {escape(listed)}{hint}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"pass: every metric within tolerance of the recorded test metrics ({len(result.checks)} checked).")
 
