@@ -101,3 +101,43 @@ def test_the_time_limit_stops_each_trial_after_the_epoch_that_passes_it(tmp_path
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == N_TRIALS and (trials["status"] == "ok").all()
     assert (trials["epochs"] == 1).all()
+
+
+def test_chaos_three_workers_killed_in_a_20_trial_sweep_lose_nothing(tmp_path: Path) -> None:
+    """Integrity after faults: every finished trial has exactly one FINISHED run, and each
+    registered version's tags equal its run's final metrics."""
+    path = _write(tmp_path, {"num_trials": 20, "max_failures": 3, "population_size": 5})
+    command = [sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, killed = [], []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith(("[3/20]", "[8/20]", "[13/20]")) and len(killed) < 3:
+                deadline = time.monotonic() + 30
+                before = len(killed)
+                while len(killed) == before and time.monotonic() < deadline:
+                    pid = _busy_worker(process.pid)
+                    if pid is not None:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+        assert process.wait(timeout=1200) == 0, "".join(lines)[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert len(killed) == 3, killed
+    (run_dir,) = [p for p in (tmp_path / "runs" / "ci-faults").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 20 and trials["trial_id"].is_unique
+    assert trials["retries"].sum() >= 1
+    finished = trials[trials["status"] == "ok"]
+    uri = f"sqlite:///{tmp_path / 'runs' / 'ci-faults' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("ci-faults").experiment_id], max_results=1000)
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("ethicsweep.role") == "trial"}
+    assert len(children) == len(trials)
+    assert sorted(r.info.run_id for r in children.values() if r.info.status == "FINISHED") == sorted(finished["run_id"])
+    for version in client.search_model_versions("name='ci-faults'"):
+        run = children[version.run_id]
+        for key in ("val/accuracy", "val/dp_gap", "val/roc_auc"):
+            assert float(version.tags[key]) == pytest.approx(run.data.metrics[key], abs=1e-12), key
