@@ -183,3 +183,13 @@ def test_a_byte_order_mark_and_non_ascii_column_names_are_accepted(tmp_path: Pat
     assert data.group_names == ("género=f", "género=m")
     assert any(name.startswith("âge") for name in data.feature_names)
     assert len(data.train) + len(data.validation) + len(data.test) == 400
+
+
+def test_an_mlflow_server_that_is_down_is_one_line_before_any_trial(tmp_path: Path, monkeypatch, capsys) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, out, err = _run(tmp_path, monkeypatch, capsys, _spec(), "--tracking-uri", f"http://127.0.0.1:{port}")
+    _one_line_refusal(tmp_path, code, out, err, "tracking_uri", "no MLflow server answers", "mlflow server")

@@ -25,7 +25,7 @@ from ethicsweep.errors import EthicsweepError
 from ethicsweep.objectives.metrics import GROUP_METRICS
 from ethicsweep.search.builders import build_scheduler, build_searcher, objective_keys
 from ethicsweep.search.optuna_searcher import objective_problem
-from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, default_tracking_uri, governance_tags, provenance_tags
+from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, check_server, default_tracking_uri, governance_tags, provenance_tags
 from ethicsweep.spec import SweepSpec
 from ethicsweep.trainables.train import init_state
 from ethicsweep.trainables.tune import run_trial
@@ -282,10 +282,12 @@ def run_sweep(
     check_objectives_defined(spec, data)
     init_state(spec.train, data)  # the terms against the data (group and context names), before any worker starts
     resumed = latest_execution(spec) if resume else None
+    uri = tracking_uri or spec.tracking_uri or default_tracking_uri(spec.sweep_dir)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)  # before Ray starts: a server that is down is the first thing to know
     connect(address)
     _check_resources(search.cpus_per_trial, search.gpus_per_trial)
     sweep_dir = _sweep_dir(spec)
-    uri = tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir)
     tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
     tags = provenance_tags(spec, data.sha256)
     if resumed is not None:

@@ -101,7 +101,7 @@ def _describe(parameter: Parameter) -> str:
     return f"{parameter.type} in [{low:g}, {high:g}]" + (" (log)" if parameter.log else "")
 
 
-def _check_server(uri: str, timeout_s: float = 10.0) -> None:
+def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """Fail fast when an MLflow server does not answer (its client retries for minutes)."""
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
@@ -124,7 +124,7 @@ def existing_store(uri: str) -> MlflowClient:
         if not path.is_file():
             raise EthicsweepError(f"tracking_uri: no MLflow store at {str(path)!r}; run the sweep first, or pass its --tracking-uri")
     elif uri.startswith(("http://", "https://")):
-        _check_server(uri)
+        check_server(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -134,7 +134,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path):
         self.tracking_uri = tracking_uri
         if tracking_uri.startswith(("http://", "https://")):
-            _check_server(tracking_uri)
+            check_server(tracking_uri)
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
