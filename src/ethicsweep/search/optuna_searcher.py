@@ -125,14 +125,14 @@ class OptunaSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if trial_id in self._numbers:  # Ray re-asks after a restore
-            return dict(self.study.trials[self._numbers[trial_id]].params)
+            return dict(self.study.get_trials(deepcopy=False)[self._numbers[trial_id]].params)
         trial = self.study.ask(fixed_distributions=self._space)
         self._numbers[trial_id] = trial.number
         return dict(trial.params)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._numbers.get(trial_id)
-        if number is None or self.study.trials[number].state.is_finished():
+        if number is None or self.study.get_trials(deepcopy=False)[number].state.is_finished():
             return
         reason = "the trial raised an error" if error else objective_problem(result, [k for k, _ in self._objectives])
         if reason:
@@ -141,7 +141,7 @@ class OptunaSearcher(Searcher):
             return
         if self._constraints:
             values = [rule.violation(float(result.get(rule.key, math.nan))) for rule in self._constraints]
-            frozen = self.study.trials[number]
+            frozen = self.study.get_trials(deepcopy=False)[number]
             self.study._storage.set_trial_user_attr(frozen._trial_id, CONSTRAINTS_ATTR, values)
         self.study.tell(number, [float(result[key]) for key, _ in self._objectives])
 

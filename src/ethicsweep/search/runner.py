@@ -90,7 +90,10 @@ def connect(address: str | None = None) -> None:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     except ConnectionError as exc:
-        raise EthicsweepError(f"--address: cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+        hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+            "; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+        )
+        raise EthicsweepError(f"--address: cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]}{hint}") from None
 
 
 def checkpoint_uri(checkpoint: tune.Checkpoint) -> str:

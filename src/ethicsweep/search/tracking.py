@@ -128,6 +128,13 @@ def existing_store(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def local_artifacts(tracking_uri: str, artifact_root: Path) -> str | None:
+    """Where a new experiment keeps its artifacts: beside an embedded (sqlite or file)
+    store, ``artifact_root``; with a tracking server, wherever the server says (None), so
+    that registered models live in its artifact store, not on the driver's disk."""
+    return None if tracking_uri.startswith(("http://", "https://")) else artifact_root.as_uri()
+
+
 class Tracker:
     """The driver's MLflow client, bound to one experiment and one parent run."""
 
@@ -141,7 +148,7 @@ class Tracker:
             self.experiment_id = (
                 found.experiment_id
                 if found is not None
-                else self.client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+                else self.client.create_experiment(experiment, artifact_location=local_artifacts(tracking_uri, artifact_root))
             )
         except Exception as exc:  # any failure to reach the store is the user's setting
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
