@@ -60,26 +60,33 @@ def _busy_worker(session: int, window_s: float = 0.5) -> int | None:
     return pid if pid is not None and used[pid] > 0.1 * window_s else None
 
 
-def test_a_killed_worker_is_retried_and_every_trial_is_recorded_once(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"max_failures": 2})
+def _sweep_killing_workers(path: Path, at: tuple[str, ...], timeout_s: float = 1200) -> list[int]:
+    """Run the sweep at ``path``; when a progress line starts with one of ``at``, SIGKILL the
+    worker that is training then. Asserts the sweep still exits 0; the pids killed."""
     command = [sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines, killed = [], []
     try:
         for line in process.stdout:
             lines.append(line)
-            if line.startswith(f"[1/{N_TRIALS}]") and not killed:
-                deadline = time.monotonic() + 60
-                while not killed and time.monotonic() < deadline:
+            if line.startswith(at):
+                deadline, before = time.monotonic() + 30, len(killed)
+                while len(killed) == before and time.monotonic() < deadline:
                     pid = _busy_worker(process.pid)
                     if pid is not None:
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
-        assert process.wait(timeout=900) == 0, "".join(lines)[-3000:]
+        assert process.wait(timeout=timeout_s) == 0, "".join(lines)[-3000:]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert killed, "no worker was found to kill"
+    return killed
+
+
+def test_a_killed_worker_is_retried_and_every_trial_is_recorded_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"max_failures": 2})
+    killed = _sweep_killing_workers(path, (f"[1/{N_TRIALS}]",))
+    assert len(killed) == 1, "no worker was found to kill"
     (run_dir,) = [p for p in (tmp_path / "runs" / "ci-faults").iterdir() if p.is_dir() and p.name[0].isdigit()]
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == N_TRIALS and (trials["status"] == "ok").all() and trials["trial_id"].is_unique, trials[["status", "error"]]
@@ -107,24 +114,7 @@ def test_chaos_three_workers_killed_in_a_20_trial_sweep_lose_nothing(tmp_path: P
     """Integrity after faults: every finished trial has exactly one FINISHED run, and each
     registered version's tags equal its run's final metrics."""
     path = _write(tmp_path, {"num_trials": 20, "max_failures": 3, "population_size": 5})
-    command = [sys.executable, "-m", "ethicsweep.cli", "sweep", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, killed = [], []
-    try:
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith(("[3/20]", "[8/20]", "[13/20]")) and len(killed) < 3:
-                deadline = time.monotonic() + 30
-                before = len(killed)
-                while len(killed) == before and time.monotonic() < deadline:
-                    pid = _busy_worker(process.pid)
-                    if pid is not None:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-        assert process.wait(timeout=1200) == 0, "".join(lines)[-3000:]
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    killed = _sweep_killing_workers(path, ("[3/20]", "[8/20]", "[13/20]"))
     assert len(killed) == 3, killed
     (run_dir,) = [p for p in (tmp_path / "runs" / "ci-faults").iterdir() if p.is_dir() and p.name[0].isdigit()]
     trials = pd.read_csv(run_dir / "trials.csv")
