@@ -46,7 +46,7 @@ class Check:
     def within_noise(self) -> bool:
         """Whether the recorded value lies inside the observed value's 95% interval: a
         difference this small could be sampling noise."""
-        return self.low <= self.recorded <= self.high
+        return bool(self.low <= self.recorded <= self.high)
 
     @property
     def breach(self) -> bool:
@@ -111,7 +111,7 @@ def bootstrap_intervals(score: Callable[[np.ndarray], dict[str, float]], rows: i
     for metric, values in samples.items():
         finite = np.asarray(values, dtype=np.float64)
         finite = finite[np.isfinite(finite)]
-        intervals[metric] = tuple(np.percentile(finite, [2.5, 97.5])) if len(finite) else (math.nan, math.nan)
+        intervals[metric] = tuple(float(v) for v in np.percentile(finite, [2.5, 97.5])) if len(finite) else (math.nan, math.nan)
     return intervals
 
 
