@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from mlflow.tracking import MlflowClient
 
-from ethicsweep.analysis.pareto import hypervolume
+from ethicsweep.analysis.pareto import hypervolume, minimization_form
 from ethicsweep.analysis.registry import front_candidates
 from ethicsweep.analysis.report import axis_label, html_page, html_table
 from ethicsweep.analysis.selection import Candidate
@@ -43,9 +43,9 @@ class SweepFront:
 
     def points(self, split: str) -> np.ndarray:
         """The candidates' objectives on ``split`` in minimization form (``max`` negated)."""
-        signs = np.array([-1.0 if mode == "max" else 1.0 for _, mode in self.objectives])
-        values = np.array([[c.value(f"{split}/{m}") for m, _ in self.objectives] for c in self.candidates], dtype=np.float64)
-        return values.reshape(len(self.candidates), len(self.objectives)) * signs
+        keys = [(f"{split}/{m}", mode) for m, mode in self.objectives]
+        frame = pd.DataFrame([{key: c.value(key) for key, _ in keys} for c in self.candidates], columns=[k for k, _ in keys])
+        return minimization_form(frame, keys)
 
 
 def load_front(client: MlflowClient, name: str, label: str | None = None) -> SweepFront:

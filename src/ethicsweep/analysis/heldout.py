@@ -35,6 +35,7 @@ def evaluate_checkpoint(checkpoint: str | Path, config: TrainConfig, data: Prepa
     """Every metric of the checkpointed model of ``config`` on the test split, and 95%
     bootstrap intervals (``replicates`` resamples, seeded by ``config.seed``) of its group rates."""
     model = load_model(Path(checkpoint) / MODEL_FILE, config.model, data.train.X.shape[1])
-    decisions = (outputs(model, data.test).proba >= config.model.threshold).astype(np.int64)
+    out = outputs(model, data.test)
+    decisions = (out.proba >= config.model.threshold).astype(np.int64)
     intervals = bootstrap_group_rates(data.test.y, decisions, data.test.groups, data.group_names, replicates, seed=config.seed)
-    return Heldout(test_metrics(model, config, data), intervals)
+    return Heldout(test_metrics(model, config, data, out=out), intervals)

@@ -231,9 +231,10 @@ class MlflowTrialLogger(Callback):
         self.run_ids: dict[str, str] = {}
         self.finished: set[str] = set()
         self._mlflow: MlflowClient | None = None
+        self._existing: dict[str, str] | None = None  # trial id -> run id of runs made before this process
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mlflow": None}
+        return {**self.__dict__, "_mlflow": None, "_existing": None}
 
     def get_state(self) -> dict[str, Any]:
         return {"run_ids": dict(self.run_ids), "finished": set(self.finished)}
@@ -247,12 +248,14 @@ class MlflowTrialLogger(Callback):
         return self._mlflow
 
     def _existing_run(self, trial_id: str) -> str | None:
-        found = self._client().search_runs(
-            [self._experiment_id],
-            filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{self._parent_run_id}'",
-            max_results=1,
-        )
-        return found[0].info.run_id if found else None
+        """The child run already carrying ``trial_id``. The parent's child runs are read
+        once per process (one query, not one per trial): only a resumed sweep has any."""
+        if self._existing is None:
+            children = self._client().search_runs(
+                [self._experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self._parent_run_id}'", max_results=50_000
+            )
+            self._existing = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
+        return self._existing.get(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         known = self.run_ids.get(trial.trial_id) or self._existing_run(trial.trial_id)

@@ -104,14 +104,17 @@ def validation_metrics(
     return values
 
 
-def test_metrics(model: nn.Module, config: TrainConfig, data: PreparedData, *, epsilon: float | None = None) -> MetricReport:
+def test_metrics(
+    model: nn.Module, config: TrainConfig, data: PreparedData, *, epsilon: float | None = None, out: Outputs | None = None
+) -> MetricReport:
     """Every metric on the test split; the leakage attacker is fitted on validation; the
     membership attack against test rows. ``epsilon``: the trial's final ε; by default the ε
     that training ``config`` to its last epoch spends (∞ without DP-SGD), exact for a trial
-    that ran to the end and an upper bound for one stopped early."""
+    that ran to the end and an upper bound for one stopped early. ``out``: the model's
+    outputs on the test split, when the caller has them already."""
     if data.test is None:
         raise ValueError("test_metrics needs the test split: use the driver's PreparedData")
-    out = outputs(model, data.test)
+    out = out if out is not None else outputs(model, data.test)
     report = score(out, config, data, data.test)
     fit = outputs(model, data.validation)
     report.values["leakage"] = leakage(fit.features, data.validation.groups, out.features, data.test.groups, config.seed)
