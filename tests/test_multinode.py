@@ -22,11 +22,9 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -36,18 +34,14 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from processes import BIN, free_port, kill_groups, start, start_mlflow, tail, wait_http
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 N_TRIALS = 6
 N_JOB_TRIALS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dashboard_available() -> str | None:
@@ -65,34 +59,15 @@ def _client_port() -> list[str]:
     another Ray on this machine) only where ray[client] is installed."""
     from ray._private.utils import get_ray_client_dependency_error
 
-    return [] if get_ray_client_dependency_error() is not None else [f"--ray-client-server-port={_free_port()}"]
+    return [] if get_ray_client_dependency_error() is not None else [f"--ray-client-server-port={free_port()}"]
 
 
 def _agent_port() -> list[str]:
     """A free port for a node's dashboard agent: its default, 52365, would be taken by the
     other node (or another Ray on this machine)."""
-    return [f"--dashboard-agent-listen-port={_free_port()}"]
+    return [f"--dashboard-agent-listen-port={free_port()}"]
 
 
-def _kill_groups(processes: list[subprocess.Popen], grace_s: float = 3.0) -> None:
-    """SIGTERM the process groups the test started, then SIGKILL what is left of them."""
-
-    def signal_all(sig: int) -> list[int]:
-        alive = []
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, sig)
-                alive.append(process.pid)
-        return alive
-
-    signal_all(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while signal_all(0) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    signal_all(signal.SIGKILL)
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
 
 
 def _kill_by_path(marker: str) -> None:
@@ -110,30 +85,10 @@ def _kill_by_path(marker: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
 
 
-def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
-def _start(command: list[str], env: dict[str, str], log: Path, started: list[subprocess.Popen]) -> subprocess.Popen:
-    """Start ``command`` in a new process group (everything it spawns stays in it)."""
-    handle = log.open("ab")
-    process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    handle.close()
-    started.append(process)
-    return process
 
 
-def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None and process.returncode != 0:
-            raise AssertionError(f"{url}: the server exited with {process.returncode}:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s:\n{_tail(log)}")
 
 
 def _wait_started(process: subprocess.Popen, log: Path, what: str, timeout_s: float) -> None:
@@ -141,8 +96,8 @@ def _wait_started(process: subprocess.Popen, log: Path, what: str, timeout_s: fl
     try:
         rc = process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"{what} did not start within {timeout_s:.0f} s:\n{_tail(log)}") from None
-    assert rc == 0, f"{what} failed ({rc}):\n{_tail(log)}"
+        raise AssertionError(f"{what} did not start within {timeout_s:.0f} s:\n{tail(log)}") from None
+    assert rc == 0, f"{what} failed ({rc}):\n{tail(log)}"
 
 
 _NODES = """
@@ -175,19 +130,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         MLFLOW_DISABLE_TELEMETRY="true",
     )  # fmt: skip
     dashboard_missing = _dashboard_available()
-    gcs_port, dashboard_port, mlflow_port = _free_port(), _free_port(), _free_port()
+    gcs_port, dashboard_port, mlflow_port = free_port(), free_port(), free_port()
     address = f"127.0.0.1:{gcs_port}"
     started: list[subprocess.Popen] = []
     logs = root / "logs"
     logs.mkdir()
     try:
         # the MLflow server is the slowest to start: first, and waited for last
-        mlflow = _start(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--artifacts-destination", str(root / "mlflow-artifacts"), "--host", "127.0.0.1",
-             "--port", str(mlflow_port), "--workers", "1"],
-            env, logs / "mlflow.log", started,
-        )  # fmt: skip
+        mlflow = start_mlflow(root, mlflow_port, env, started)
         common = ["--num-cpus=1", f"--temp-dir={ray_tmp}", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000",
                   "--disable-usage-stats"]  # fmt: skip
         dashboard = (
@@ -195,36 +145,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             if dashboard_missing
             else ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
         )
-        head = _start(
+        head = start(
             [str(BIN / "ray"), "start", "--head", f"--port={gcs_port}", *_client_port(), *dashboard, *common, *_agent_port()],
             env, logs / "ray-head.log", started,
         )  # fmt: skip
         _wait_started(head, logs / "ray-head.log", "the Ray head", 120)
-        worker = _start([str(BIN / "ray"), "start", f"--address={address}", *common, *_agent_port()], env, logs / "ray-worker.log", started)
+        worker = start([str(BIN / "ray"), "start", f"--address={address}", *common, *_agent_port()], env, logs / "ray-worker.log", started)
         _wait_started(worker, logs / "ray-worker.log", "the second Ray node", 120)
         found = subprocess.run([sys.executable, "-c", _NODES, address, "60"], env=env, capture_output=True, text=True, timeout=120)
         assert found.returncode == 0, found.stdout[-2000:] + found.stderr[-2000:]
         nodes = json.loads(found.stdout.strip().splitlines()[-1])
-        _wait_http(f"http://127.0.0.1:{mlflow_port}/health", mlflow, logs / "mlflow.log", 180)
+        wait_http(f"http://127.0.0.1:{mlflow_port}/health", mlflow, root / "mlflow.log", 180)
         yield {
             "root": root, "env": env, "address": address, "nodes": nodes, "token": token.read_text(),
             "dashboard": None if dashboard_missing else f"http://127.0.0.1:{dashboard_port}",
             "dashboard_missing": dashboard_missing, "mlflow": f"http://127.0.0.1:{mlflow_port}", "storage": root / "shared",
         }  # fmt: skip
     finally:
-        _kill_groups(started)
+        kill_groups(started)
         _kill_by_path(str(ray_tmp))
         if private_tmp is not None:
             shutil.rmtree(private_tmp, ignore_errors=True)
 
 
-def _spec(cluster: dict, name: str, trials: int, epochs: tuple[int, int], batch_size: int = 2048) -> Path:
+def _spec(cluster: dict, name: str, trials: int, epochs: tuple[int, int], batch_size: int = 2048, reuse_actors: bool = True) -> Path:
     spec = {
         "name": name, "seed": 2, "output_dir": str(cluster["root"] / "runs"),
         "data": {"dataset": "adult", "sensitive": ["sex"]},
         "train": {"model": {"kind": "logistic"}, "training": {"epochs": epochs[1], "batch_size": batch_size, "lr": 0.01},
                   "terms": [{"kind": "demographic_parity", "weight": 0.5}]},
         "search": {"searcher": "nsga2", "num_trials": trials, "population_size": 3, "max_concurrent": 2, "cpus_per_trial": 1,
+                   "reuse_actors": reuse_actors,
                    "space": {"terms.demographic_parity.weight": {"type": "float", "low": 0.01, "high": 5.0, "log": True},
                              "training.epochs": {"type": "int", "low": epochs[0], "high": epochs[1]}}},
     }  # fmt: skip
@@ -269,11 +220,12 @@ def _check_front_registered(client: MlflowClient, name: str, trials: pd.DataFram
 @pytest.fixture(scope="module")
 def direct_sweep(cluster: dict) -> dict:
     name = "ci-multinode"
-    # Trials of several seconds each: a trial actor needs ~10 s to start on a loaded
-    # machine (torch, the data from the head's object store), and Ray Tune hands a waiting
-    # trial to a free reused actor and drops the actor still starting for it; with trials
-    # shorter than that start, every trial would run on the first node's actor.
-    spec = _spec(cluster, name, N_TRIALS, (8, 12), batch_size=128)
+    # A fresh worker per trial: with reused workers Ray Tune hands a waiting trial to an
+    # idle one and drops the worker still starting for it (~10 s on a loaded machine:
+    # torch, the data from the head's object store), so trials shorter than that start
+    # could all run on the first node. Two trials at once with one CPU per node put their
+    # workers on both nodes.
+    spec = _spec(cluster, name, N_TRIALS, (3, 6), batch_size=512, reuse_actors=False)
     command = [*_ethicsweep(), "sweep", str(spec), "--address", cluster["address"], "--tracking-uri", cluster["mlflow"],
                "--storage-path", str(cluster["storage"])]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=cluster["env"], timeout=600)

@@ -5,7 +5,6 @@ unpickles nothing."""
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np

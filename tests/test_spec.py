@@ -314,3 +314,16 @@ def test_spec_hash_same_from_yaml_with_other_order(tmp_path):
         "data:\n  sensitive: [sex]\n  dataset: german\nseed: 1\nname: s\n"
     )
     assert load_spec(path).spec_hash == parse_spec(DOC_A).spec_hash
+
+
+def test_spec_hash_leaves_out_where_results_go_and_how_long_to_wait_for_them():
+    # --resume compares hashes: pointing a resumed sweep at another server or a longer wait is allowed
+    moved = {**DOC_A, "output_dir": "elsewhere", "tracking_uri": "http://mlflow:5000", "storage_path": "s3://b/p", "tracking_wait_s": 900}
+    assert parse_spec(moved).spec_hash == parse_spec(DOC_A).spec_hash
+
+
+def test_search_reuse_actors_defaults_on_and_takes_a_boolean_only():
+    assert parse_spec(DOC_A).search.reuse_actors is True
+    assert parse_spec({**DOC_A, "search": {"reuse_actors": False, "space": {"training.lr": {"type": "float", "low": 0.001, "high": 0.1}}}}).search.reuse_actors is False
+    with pytest.raises(SpecError, match="reuse_actors"):
+        parse_spec({**DOC_A, "search": {"reuse_actors": "sometimes", "space": {"training.lr": {"type": "float", "low": 0.001, "high": 0.1}}}})

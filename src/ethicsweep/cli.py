@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,6 +88,9 @@ def _cluster_overrides(storage_path: str | None, cpus: float | None, gpus: float
 def _quiet_libraries() -> None:
     for name in ("mlflow", "alembic", "ray", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Opacus, on every DP-SGD model the driver builds to check a spec; the README states both points
+    warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha", category=UserWarning)
 
 
 ResumeOption = Annotated[
@@ -119,15 +123,21 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None, resume:
         task = progress.add_task("trials", total=spec.search.num_trials, last="starting Ray...")
 
         def on_event(event: TrialEvent) -> None:
-            if event.kind == "epoch":
+            waiting = f" (MLflow not answering: {event.unwritten} writes held, retried)" if event.unwritten else ""
+            if event.kind == "tracking":
+                progress.update(task, last=f"MLflow not answering: {event.unwritten} writes held; retrying for {event.result['left_s']:.0f} s more")
+                if not console.is_terminal:
+                    progress.console.print(f"MLflow not answering ({escape(event.result['error'])}): "
+                                           f"{event.unwritten} writes held; retrying for {event.result['left_s']:.0f} s more")  # fmt: skip
+            elif event.kind == "epoch":
                 value = event.result.get(f"val/{first}", float("nan"))
-                progress.update(task, last=f"trial {event.trial_id} epoch {event.epoch}: val {first} {value:.4f}")
+                progress.update(task, last=f"trial {event.trial_id} epoch {event.epoch}: val {first} {value:.4f}{waiting}")
             else:
-                progress.update(task, completed=event.finished, last=f"trial {event.trial_id} {'done' if event.kind == 'done' else 'FAILED'}")
+                progress.update(task, completed=event.finished, last=f"trial {event.trial_id} {'done' if event.kind == 'done' else 'FAILED'}{waiting}")
                 if not console.is_terminal:  # a log (CI, `ray job submit`): one line per trial, as it ends
                     values = ", ".join(f"val {m} {event.result.get(f'val/{m}', float('nan')):.4f}" for m in metrics)
                     progress.console.print(f"[{event.finished}/{spec.search.num_trials}] trial {event.trial_id} "
-                                           f"{'done' if event.kind == 'done' else 'FAILED'}: {values}")  # fmt: skip
+                                           f"{'done' if event.kind == 'done' else 'FAILED'}: {values}{waiting}")  # fmt: skip
 
         outcome = run_sweep(spec, data, address=address, tracking_uri=tracking_uri, on_event=on_event, resume=resume)
     finished = int((outcome.trials["status"] == "ok").sum()) if len(outcome.trials) else 0

@@ -226,6 +226,9 @@ class SearchSpec(_Strict):
     max_failures: int = Field(1, ge=0, le=100, description="retries of a trial whose worker crashed")
     time_limit_s: float | None = Field(None, gt=0, description="a trial stops after the epoch that passes this many seconds")
     max_concurrent: int | None = Field(None, ge=1, description="default: as many as the cluster's CPUs allow")
+    reuse_actors: bool = Field(
+        True, description="run the next trial in an idle trial worker (fast); false: a fresh worker per trial, placed anew"
+    )
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
     objectives: list[ObjectiveSpec] = Field(
@@ -322,6 +325,9 @@ class SweepSpec(_Strict):
     output_dir: str = Field("ethicsweep-runs", description="sweeps are written to <output_dir>/<name>")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db")
     storage_path: str | None = Field(None, description="Ray Tune's trial storage (s3://, gs:// or a shared path); default: the sweep dir")
+    tracking_wait_s: float = Field(
+        300.0, ge=0, le=86_400, description="at the end of a sweep, how long to retry an MLflow server that stopped answering"
+    )
     governance: GovernanceSpec = GovernanceSpec()
 
     @model_validator(mode="before")
@@ -373,8 +379,8 @@ class SweepSpec(_Strict):
     @property
     def spec_hash(self) -> str:
         """SHA-256 of the spec's canonical JSON (key order and formatting do not matter; where
-        results are written — output_dir, tracking_uri, storage_path — is left out)."""
-        document = self.model_dump(mode="json", exclude={"output_dir", "tracking_uri", "storage_path"})
+        results are written — output_dir, tracking_uri, storage_path — and tracking_wait_s are left out)."""
+        document = self.model_dump(mode="json", exclude={"output_dir", "tracking_uri", "storage_path", "tracking_wait_s"})
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

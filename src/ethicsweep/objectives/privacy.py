@@ -30,6 +30,7 @@ from opacus.accountants.utils import get_noise_multiplier
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ethicsweep.errors import SpecError
 from ethicsweep.objectives.base import Batch, Term, TermContext, TermSpecBase
 from ethicsweep.objectives.fairness import FairnessSpec
 from ethicsweep.objectives.leakage import LeakageAdversarySpec
@@ -85,7 +86,15 @@ def noise_multiplier(privacy: PrivacySpec, plan: Schedule, epochs: int) -> float
     spend at most ``target_epsilon`` (within 0.01 below it)."""
     if privacy.noise_multiplier is not None:
         return privacy.noise_multiplier
-    return _calibrated(privacy.target_epsilon, privacy.delta, plan.sample_rate, epochs * plan.steps_per_epoch, privacy.accountant)
+    steps = epochs * plan.steps_per_epoch
+    try:
+        return _calibrated(privacy.target_epsilon, privacy.delta, plan.sample_rate, steps, privacy.accountant)
+    except ValueError as exc:  # Opacus: "The privacy budget is too low." (no σ it tries reaches the target)
+        raise SpecError(
+            f"privacy.target_epsilon: {privacy.target_epsilon:g} cannot be reached in {epochs} epochs ({steps} steps, "
+            f"sampling rate {plan.sample_rate:.4g}) at delta {privacy.delta:g}: {exc} Allowed: a larger target_epsilon "
+            "or delta, or fewer epochs"
+        ) from None
 
 
 class RDPAccountant(opacus_accountants.RDPAccountant):

@@ -34,6 +34,10 @@ TUNE_DIR = "tune"
 # Ray Tune's own CSV/JSON/TensorBoard result files: MLflow is the record, and the
 # TensorBoard writer warns on every NaN metric (an undefined gap is a NaN by design).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# A trial whose loss turned non-finite ends with a report that holds only its reason and
+# epoch, without objectives (every searcher reads the reason): Ray Tune's strict check
+# would stop the whole sweep on it. The spec already checks every objective's name.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,12 @@ class TrialEvent:
     """A trial's progress, for a progress display: a finished epoch or a finished trial."""
 
     trial_id: str
-    kind: str  # "epoch", "done" or "error"
+    kind: str  # "epoch", "done", "error", or "tracking": the sweep ended, MLflow writes wait (result: left_s, error)
     epoch: int
     finished: int
     total: int
     result: dict[str, Any]
+    unwritten: int = 0  # MLflow writes waiting for a server that stopped answering
 
 
 @dataclass(frozen=True)
@@ -137,12 +142,14 @@ class _TrialCollector(tune.Callback):
     def _emit(self, trial: Trial, kind: str, result: dict[str, Any]) -> None:
         hook = _HOOKS.get(self.key)
         if hook is not None:
-            hook(TrialEvent(trial.trial_id, kind, int(result.get("epoch", 0)), len(self.rows), self.total, result))
+            unwritten = len(self.logger.pending)
+            hook(TrialEvent(trial.trial_id, kind, int(result.get("epoch", 0)), len(self.rows), self.total, result, unwritten))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         self._emit(trial, "epoch", result)
 
-    def _record(self, trial: Trial, status: str, error: str) -> None:
+    def _record(self, trial: Trial, status: str, error: str, errored: bool = False) -> None:
+        """``errored``: the trial ended on an error, its last attempt one of its failures."""
         last = trial.last_result or {}
         row = {
             "trial_id": trial.trial_id,
@@ -150,7 +157,7 @@ class _TrialCollector(tune.Callback):
             "status": status,
             "error": error,
             "epochs": int(last.get("epoch", 0)),
-            "retries": trial.num_failures,
+            "retries": trial.num_failures - errored,
             "checkpoint": checkpoint_uri(trial.checkpoint) if trial.checkpoint is not None else "",
             "params": json.dumps(trial.config, sort_keys=True),
             **{f"param:{k}": v for k, v in trial.config.items()},
@@ -165,7 +172,7 @@ class _TrialCollector(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         error = trial.get_error()
-        self._record(trial, "failed", str(error).strip().splitlines()[-1][:500] if error else "unknown error")
+        self._record(trial, "failed", str(error).strip().splitlines()[-1][:500] if error else "unknown error", errored=True)
 
 
 def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
@@ -314,7 +321,7 @@ def run_sweep(
     key = str(run_dir)
     if on_event is not None:
         _HOOKS[key] = on_event
-    status = "FAILED"
+    status, written = "FAILED", False
     try:
         tuner.fit()  # on Ctrl-C, Ray Tune stops the trials and returns
         collector = _ACTIVE.get(key, collector)
@@ -323,19 +330,47 @@ def run_sweep(
         status = "KILLED"
     finally:
         collector = _ACTIVE.pop(key, collector)
-        _HOOKS.pop(key, None)
-        collector.logger.close_unfinished("KILLED" if status != "FAILED" else "FAILED")
-        if resume and status == "FINISHED":
-            tracker.drop_orphans({row["run_id"] for row in collector.rows.values()})
-        tracker.end_parent(status)
+        hook = _HOOKS.pop(key, None)
+        written = _write_out(collector, status, spec.tracking_wait_s if status != "FAILED" else 0.0, hook)
+        if written:
+            if resume and status == "FINISHED":
+                tracker.drop_orphans({row["run_id"] for row in collector.rows.values()})
+            tracker.end_parent(status)
+    if not written:
+        logger = collector.logger
+        raise EthicsweepError(
+            f"tracking_uri: the MLflow server at {uri} stopped answering ({logger.last_error}) and did not answer again within "
+            f"tracking_wait_s ({spec.tracking_wait_s:g} s); {len(logger.pending)} writes of trial results are kept in Ray Tune's "
+            f"saved state under {tune_storage(spec, run_dir)}. When the server answers again, run the same command with --resume "
+            "to write them and finish the sweep"
+        )
     trials = pd.DataFrame(list(collector.rows.values()))
     return SweepOutcome(
         trials, uri, tracker.experiment_id, tracker.parent_run_id, time.perf_counter() - started, run_dir, status == "KILLED"
     )
 
 
+def _write_out(collector: _TrialCollector, status: str, wait_s: float, hook: Callable[[TrialEvent], None] | None) -> bool:
+    """End the runs of unfinished trials and make every write still pending, retrying a
+    server that stopped answering for up to ``wait_s`` seconds (each wait is shown as a
+    ``tracking`` event). Fills in the run ids of trials whose run was created late. True
+    when nothing is left unwritten."""
+    logger = collector.logger
+    logger.close_unfinished("KILLED" if status != "FAILED" else "FAILED")
+
+    def on_wait(pending: int, left_s: float) -> None:
+        if hook is not None:
+            result = {"left_s": left_s, "error": logger.last_error}
+            hook(TrialEvent("", "tracking", 0, len(collector.rows), collector.total, result, pending))
+
+    written = logger.drain(wait_s, on_wait)
+    for row in collector.rows.values():
+        row["run_id"] = row["run_id"] or logger.run_ids.get(row["trial_id"], "")
+    return written
+
+
 def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
-    """A Tuner for a new execution: the spec's searcher and scheduler, actors reused, a
+    """A Tuner for a new execution: the spec's searcher and scheduler, actors reused or not, a
     checkpoint per trial kept, crashed trials retried, the per-trial time limit."""
     search = spec.search
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -347,7 +382,7 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[t
             num_samples=search.num_trials,
             max_concurrent_trials=max_concurrent,
             scheduler=build_scheduler(spec),
-            reuse_actors=True,
+            reuse_actors=search.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,

@@ -6,14 +6,19 @@ into its child run's params, per-epoch metrics and tags.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
@@ -22,8 +27,10 @@ from ray.tune.experiment import Trial
 import ethicsweep
 from ethicsweep.errors import EthicsweepError
 from ethicsweep.spec import Parameter, SweepSpec, TrainConfig
+from ethicsweep.trainables.tune import STOPPED_KEY
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run would break the progress display
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ethicsweep.trial_id"
@@ -211,15 +218,55 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=batch[start : start + 100])
 
 
+@contextlib.contextmanager
+def _fail_fast() -> Iterator[None]:
+    """MLflow's HTTP client without its own retries (7, over about 4 minutes, by default)
+    and with a 15 s timeout: the trial logger retries on its own schedule, and the sweep
+    must not stall on a server that is down."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="15")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the MLflow server did not serve the request that raised ``exc``, in a few words
+    (``[Errno 111] Connection refused``, ``Timeout``...), when it did not answer (a refused
+    or reset connection, a timeout) or answered that it cannot serve now (HTTP 429 or 5xx,
+    which MLflow's client reports as a failed retry): worth trying again later. None for
+    an error about the request itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)):
+            errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(seen))
+            return errno.group(0) if errno else type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class MlflowTrialLogger(Callback):
     """Ray Tune callback: one child run per trial, metrics logged per epoch.
 
     Only the driver runs it. It holds the store's URI and run ids, not a client (Ray
     pickles callbacks in its experiment state, and unpickles them on ``Tuner.restore``); the
-    client is made when needed. Its state (run ids, finished trials) is checkpointed with
-    the experiment. A trial that starts without a known run — a resumed sweep whose state
-    predates it — gets the child run that already carries its trial id, if there is one:
-    no trial is recorded twice.
+    client is made when needed. Its state (run ids, finished trials, writes not yet made)
+    is checkpointed with the experiment. A trial that starts without a known run — a
+    resumed sweep whose state predates it — gets the child run that already carries its
+    trial id, if there is one: no trial is recorded twice.
+
+    Every write goes through ``pending``, in order: when the server does not answer
+    (:func:`unreachable_reason`), the writes wait there and are retried, no sooner than 1, 2,
+    4 ... 30 s after the last failure, at the next trial event or by :meth:`drain`. Each
+    write can be made again without harm (a trial's run is looked up by its trial id
+    before one is created; MLflow keeps one copy of a metric value logged twice at the same
+    step and time), so writes restored from a saved state that had already been made are
+    harmless.
     """
 
     def __init__(self, tracker: Tracker, base: TrainConfig, tags: dict[str, str]):
@@ -230,17 +277,22 @@ class MlflowTrialLogger(Callback):
         self._tags = tags
         self.run_ids: dict[str, str] = {}
         self.finished: set[str] = set()
+        self.pending: list[dict[str, Any]] = []
+        self.last_error = ""
+        self._failures = 0
+        self._retry_at = 0.0
         self._mlflow: MlflowClient | None = None
         self._existing: dict[str, str] | None = None  # trial id -> run id of runs made before this process
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mlflow": None, "_existing": None}
+        return {**self.__dict__, "_mlflow": None, "_existing": None, "_failures": 0, "_retry_at": 0.0}
 
     def get_state(self) -> dict[str, Any]:
-        return {"run_ids": dict(self.run_ids), "finished": set(self.finished)}
+        return {"run_ids": dict(self.run_ids), "finished": set(self.finished), "pending": list(self.pending)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.run_ids, self.finished = dict(state["run_ids"]), set(state["finished"])
+        self.pending = list(state.get("pending", []))
 
     def _client(self) -> MlflowClient:
         if self._mlflow is None:
@@ -257,57 +309,109 @@ class MlflowTrialLogger(Callback):
             self._existing = {run.data.tags.get(TRIAL_TAG): run.info.run_id for run in children}
         return self._existing.get(trial_id)
 
+    # ------------------------------------------------------------------ the write buffer
+
+    def _write(self, op: dict[str, Any]) -> None:
+        self.pending.append(op)
+        self.flush()
+
+    def flush(self, *, now: bool = False) -> bool:
+        """Make the pending writes, in order, until the server stops answering. Waits for
+        the retry time unless ``now``. True when none is left. Raises what is not a
+        server that does not answer."""
+        if not self.pending:
+            return True
+        if not now and time.monotonic() < self._retry_at:
+            return False
+        with _fail_fast():
+            while self.pending:
+                try:
+                    self._apply(self.pending[0])
+                except Exception as exc:
+                    reason = unreachable_reason(exc)
+                    if reason is None:
+                        raise
+                    self._failures += 1
+                    self._retry_at = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
+                    self.last_error = reason
+                    return False
+                self.pending.pop(0)
+        self._failures, self.last_error = 0, ""
+        return True
+
+    def drain(self, wait_s: float, on_wait: Callable[[int, float], None] | None = None) -> bool:
+        """Flush until no write is pending or ``wait_s`` seconds have passed; between tries
+        ``on_wait(pending writes, seconds left)`` is called. True when none is left."""
+        deadline = time.monotonic() + wait_s
+        while not self.flush(now=True):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if on_wait is not None:
+                on_wait(len(self.pending), left)
+            time.sleep(min(max(self._retry_at - time.monotonic(), 0.5), left))
+        return True
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        client, trial_id = self._client(), op["trial"]
+        if op["op"] == "start":
+            run_id = self.run_ids.get(trial_id) or self._existing_run(trial_id)
+            if run_id is None:
+                run_id = client.create_run(self._experiment_id, run_name=f"trial-{trial_id}", tags=op["tags"]).info.run_id
+                self.run_ids[trial_id] = run_id
+            else:  # a trial resumed (or this start written before): its run goes on
+                self.run_ids[trial_id] = run_id
+                client.update_run(run_id, status="RUNNING")
+            log_params(client, run_id, op["params"])
+        elif op["op"] == "metrics":
+            client.log_batch(self.run_ids[trial_id], metrics=[Metric(*m) for m in op["metrics"]])
+        elif op["op"] == "end":
+            run_id = self.run_ids[trial_id]
+            if op["tags"]:
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+            client.set_terminated(run_id, status=op["status"])
+
+    # ------------------------------------------------------------------ Ray Tune events
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        known = self.run_ids.get(trial.trial_id) or self._existing_run(trial.trial_id)
-        if known is not None:  # a trial resumed: its run goes on
-            self.run_ids[trial.trial_id] = known
-            self.finished.discard(trial.trial_id)
-            self._client().update_run(known, status="RUNNING")
-            return
-        tags = {
-            **self._tags,
-            PARENT_TAG: self._parent_run_id,
-            TRIAL_TAG: trial.trial_id,
-            "ethicsweep.role": "trial",
-        }
-        run = self._client().create_run(self._experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
-        self.run_ids[trial.trial_id] = run.info.run_id
+        self.finished.discard(trial.trial_id)
+        tags = {**self._tags, PARENT_TAG: self._parent_run_id, TRIAL_TAG: trial.trial_id, "ethicsweep.role": "trial"}
         resolved = self._base.with_params(trial.config).model_dump(mode="json")
-        log_params(self._client(), run.info.run_id, flatten(resolved))
+        self._write({"op": "start", "trial": trial.trial_id, "tags": tags, "params": flatten(resolved)})
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None:
-            return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         stamp = int(result.get("timestamp", 0) * 1000)
         metrics = [
-            Metric(key, float(value), stamp, step)
+            (key, float(value), stamp, step)
             for key, value in result.items()
             if key.startswith(METRIC_PREFIXES) and isinstance(value, (int, float)) and not isinstance(value, bool)
         ]
-        self._client().log_batch(run_id, metrics=metrics)
+        if metrics:
+            self._write({"op": "metrics", "trial": trial.trial_id, "metrics": metrics})
 
     def _finish(self, trial: Trial, status: str, extra: dict[str, str]) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None:
+        if trial.trial_id in self.finished:
             return
         last = trial.last_result or {}
         tags = {f"ethicsweep.{key}": str(last[key]) for key in ("node_ip", "hostname", "node_id", "device") if key in last}
         tags.update(extra)
-        self._client().log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self._client().set_terminated(run_id, status=status)
         self.finished.add(trial.trial_id)
+        self._write({"op": "end", "trial": trial.trial_id, "status": status, "tags": tags})
 
     def close_unfinished(self, status: str = "KILLED") -> None:
         """End the runs of trials that started but did not finish (the sweep was stopped)."""
-        for trial_id, run_id in self.run_ids.items():
-            if trial_id not in self.finished:
-                self._client().set_terminated(run_id, status=status)
-                self.finished.add(trial_id)
+        started = {op["trial"] for op in self.pending if op["op"] == "start"} | set(self.run_ids)
+        for trial_id in sorted(started - self.finished):
+            self.finished.add(trial_id)
+            self.pending.append({"op": "end", "trial": trial_id, "status": status, "tags": {}})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._finish(trial, "FINISHED", {})
+        stopped = (trial.last_result or {}).get(STOPPED_KEY)
+        if stopped:  # training stopped on a non-finite loss: the trial failed, with its reason
+            self._finish(trial, "FAILED", {"ethicsweep.error": f"training stopped: {stopped}"[:500]})
+        else:
+            self._finish(trial, "FINISHED", {})
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         error = trial.get_error()
