@@ -116,6 +116,17 @@ def _run(path: Path, env: dict[str, str] | None = None) -> tuple[pd.DataFrame, d
     return pd.read_csv(run_dir / "trials.csv"), {"children": children, "client": client, "stdout": done.stdout}
 
 
+def _check_versions(found: dict, finished: pd.DataFrame) -> None:
+    """Registered versions come from finished trials only, each with its run's metrics as tags."""
+    versions = found["client"].search_model_versions("name='ci-faults'")
+    assert versions and {v.tags["trial_id"] for v in versions} <= set(finished["trial_id"])
+    for version in versions:
+        run = found["children"][version.tags["trial_id"]]
+        assert version.run_id == run.info.run_id
+        for key in ("val/accuracy", "val/dp_gap"):
+            assert float(version.tags[key]) == pytest.approx(run.data.metrics[key], abs=1e-12), key
+
+
 def test_a_trial_that_raises_fails_with_its_reason_and_the_sweep_goes_on(tmp_path: Path) -> None:
     # ε = 1e-4 in 3 epochs: Opacus finds no noise multiplier that reaches it and raises, in the worker
     path = _write(
@@ -138,8 +149,7 @@ def test_a_trial_that_raises_fails_with_its_reason_and_the_sweep_goes_on(tmp_pat
     run = children[failed.trial_id]
     assert run.info.status == "FAILED" and "cannot be reached" in run.data.tags["ethicsweep.error"]
     assert {children[t].info.status for t in trials[~raised]["trial_id"]} == {"FINISHED"}
-    versions = found["client"].search_model_versions("name='ci-faults'")
-    assert versions and {v.tags["trial_id"] for v in versions} <= set(trials[~raised]["trial_id"])
+    _check_versions(found, trials[~raised])
 
 
 def test_a_nan_loss_stops_its_trial_with_the_reason_and_keeps_its_epochs(tmp_path: Path) -> None:
@@ -167,6 +177,7 @@ def test_a_nan_loss_stops_its_trial_with_the_reason_and_keeps_its_epochs(tmp_pat
         history = found["client"].get_metric_history(run.info.run_id, "val/accuracy")
         assert [m.step for m in history] == [1]  # ...and logged; the NaN epoch is not
     assert {found["children"][t].info.status for t in trials[~diverged]["trial_id"]} == {"FINISHED"}
+    _check_versions(found, trials[~diverged])
 
 
 def test_the_time_limit_stops_each_trial_after_the_epoch_that_passes_it(tmp_path: Path) -> None:
