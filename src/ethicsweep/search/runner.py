@@ -42,7 +42,8 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 @dataclass(frozen=True)
 class TrialEvent:
-    """A trial's progress, for a progress display: a finished epoch or a finished trial."""
+    """A trial's progress, for a progress display: a finished epoch or a finished trial; or,
+    after the last trial, a wait for an MLflow server that stopped answering."""
 
     trial_id: str
     kind: str  # "epoch", "done", "error", or "tracking": the sweep ended, MLflow writes wait (result: left_s, error)
@@ -280,6 +281,11 @@ def run_sweep(
 
     When the sweep is interrupted (Ctrl-C), the finished trials stay recorded, the runs of
     unfinished trials and the parent run end as KILLED, and ``interrupted`` is set.
+
+    An MLflow server that stops answering does not stop the sweep: its writes are held and
+    retried (see :class:`MlflowTrialLogger`), at the end for up to ``spec.tracking_wait_s``
+    seconds; if some are still held then, EthicsweepError says so and the parent run stays
+    open, for ``resume`` to write them.
 
     ``resume``: continue the latest execution instead (interrupted, or its driver killed):
     Ray Tune's experiment state — trials, searcher, callbacks — is restored from its run
