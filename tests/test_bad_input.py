@@ -193,3 +193,12 @@ def test_an_mlflow_server_that_is_down_is_one_line_before_any_trial(tmp_path: Pa
         port = probe.getsockname()[1]
     code, out, err = _run(tmp_path, monkeypatch, capsys, _spec(), "--tracking-uri", f"http://127.0.0.1:{port}")
     _one_line_refusal(tmp_path, code, out, err, "tracking_uri", "no MLflow server answers", "mlflow server")
+
+
+@pytest.mark.parametrize("where", ["file", "unwritable"])
+def test_a_storage_path_that_cannot_be_a_directory_is_one_line_before_any_trial(tmp_path: Path, monkeypatch, capsys, where: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    storage = str(blocker / "checkpoints") if where == "file" else "/proc/ethicsweep-checkpoints"
+    code, out, err = _run(tmp_path, monkeypatch, capsys, _spec(), "--storage-path", storage)
+    _one_line_refusal(tmp_path, code, out, err, "storage_path", storage, "allowed")

@@ -205,7 +205,8 @@ def test_chaos_three_workers_killed_in_a_20_trial_sweep_lose_nothing(tmp_path: P
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("ci-faults").experiment_id], max_results=1000)
     children = {r.info.run_id: r for r in runs if r.data.tags.get("ethicsweep.role") == "trial"}
-    assert len(children) == len(trials)
+    assert len(children) == len(trials) and set(children) == set(trials["run_id"])  # every trial has its run, even one that failed unstarted
+    assert {children[r].info.status for r in trials.loc[trials["status"] != "ok", "run_id"]} <= {"FAILED"}
     assert sorted(r.info.run_id for r in children.values() if r.info.status == "FINISHED") == sorted(finished["run_id"])
     for version in client.search_model_versions("name='ci-faults'"):
         run = children[version.run_id]

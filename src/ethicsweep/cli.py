@@ -144,7 +144,8 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None, resume:
     if outcome.interrupted:
         errors.print(
             f"interrupted: {len(outcome.trials)} of {spec.search.num_trials} trials ended ({finished} finished); "
-            f"they are recorded in MLflow ({outcome.tracking_uri}, parent run KILLED); nothing was registered."
+            f"they are recorded in MLflow ({outcome.tracking_uri}, parent run KILLED); nothing was registered. "
+            "Continue it with the same command and --resume."
         )
         raise typer.Exit(130)
     if finished == 0:

@@ -25,7 +25,15 @@ from ethicsweep.errors import EthicsweepError
 from ethicsweep.objectives.metrics import GROUP_METRICS
 from ethicsweep.search.builders import build_scheduler, build_searcher, objective_keys
 from ethicsweep.search.optuna_searcher import objective_problem
-from ethicsweep.search.tracking import MlflowTrialLogger, Tracker, check_server, default_tracking_uri, governance_tags, provenance_tags
+from ethicsweep.search.tracking import (
+    MlflowTrialLogger,
+    Tracker,
+    check_server,
+    default_tracking_uri,
+    governance_tags,
+    provenance_tags,
+    trial_error,
+)
 from ethicsweep.spec import SweepSpec
 from ethicsweep.trainables.train import init_state
 from ethicsweep.trainables.tune import run_trial
@@ -172,8 +180,7 @@ class _TrialCollector(tune.Callback):
         self._record(trial, "ok" if problem is None else "failed", problem or "")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        error = trial.get_error()
-        self._record(trial, "failed", str(error).strip().splitlines()[-1][:500] if error else "unknown error", errored=True)
+        self._record(trial, "failed", trial_error(trial), errored=True)
 
 
 def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
@@ -189,6 +196,20 @@ def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
     if gpus_per_trial > most_gpus:
         have = f"the largest node has {most_gpus:g}" if most_gpus else "the cluster has none"
         raise EthicsweepError(f"search.gpus_per_trial: {gpus_per_trial:g} GPUs per trial, but {have}; allowed: at most {most_gpus:g}")
+
+
+def _check_storage(storage_path: str | None) -> None:
+    """A local (or mounted shared) storage path must be a directory the driver can create:
+    it reads the trials' checkpoints back. Remote URIs (``s3://``...) are Ray's to check."""
+    if not storage_path or "://" in storage_path:
+        return
+    try:
+        Path(storage_path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EthicsweepError(
+            f"storage_path: cannot use {storage_path!r} for the trials' checkpoints ({exc.strerror or exc}); "
+            "allowed: a directory that can be created and written (shared by every node on a cluster), s3://... or gs://..."
+        ) from None
 
 
 def _sweep_dir(spec: SweepSpec) -> Path:
@@ -252,7 +273,10 @@ def resumable_parent(spec: SweepSpec, tracker: Tracker, run_dir: Path) -> str:
         [tracker.experiment_id], filter_string=f"tags.`ethicsweep.run_dir` = '{run_dir}' and tags.`ethicsweep.role` = 'sweep'", max_results=1
     )
     if not found:
-        raise EthicsweepError(f"--resume: execution {run_dir.name} has no parent run in {tracker.tracking_uri}; run without --resume")
+        raise EthicsweepError(
+            f"--resume: execution {run_dir.name} has no parent run in {tracker.tracking_uri}; if the sweep ran with --tracking-uri, "
+            "resume it with the same one; else run without --resume"
+        )
     parent = found[0]
     if parent.info.status == "FINISHED":
         raise EthicsweepError(f"--resume: the latest execution {run_dir.name} finished; there is nothing to resume (run without --resume for a new one)")
@@ -300,7 +324,8 @@ def run_sweep(
     resumed = latest_execution(spec) if resume else None
     uri = tracking_uri or spec.tracking_uri or default_tracking_uri(spec.sweep_dir)
     if uri.startswith(("http://", "https://")):
-        check_server(uri)  # before Ray starts: a server that is down is the first thing to know
+        check_server(uri, resuming=resume)  # before Ray starts: a server that is down is the first thing to know
+    _check_storage(spec.storage_path)
     connect(address)
     _check_resources(search.cpus_per_trial, search.gpus_per_trial)
     sweep_dir = _sweep_dir(spec)

@@ -108,8 +108,9 @@ def _describe(parameter: Parameter) -> str:
     return f"{parameter.type} in [{low:g}, {high:g}]" + (" (log)" if parameter.log else "")
 
 
-def check_server(uri: str, timeout_s: float = 10.0) -> None:
-    """Fail fast when an MLflow server does not answer (its client retries for minutes)."""
+def check_server(uri: str, timeout_s: float = 10.0, resuming: bool = False) -> None:
+    """Fail fast when an MLflow server does not answer (its client retries for minutes).
+    ``resuming``: the sweep's runs are on that server, so the advice is to start it again."""
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
             return
@@ -117,10 +118,12 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         return  # it answered; the API calls that follow will say what is wrong
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise EthicsweepError(
-            f"tracking_uri: no MLflow server answers at {uri!r} ({reason}); start one with "
-            "`mlflow server`, or leave --tracking-uri out for the embedded store"
-        ) from None
+        advice = (
+            "the sweep's runs are there: start it again (same store), then resume with the same --tracking-uri"
+            if resuming
+            else "start one with `mlflow server`, or leave --tracking-uri out for the embedded store"
+        )
+        raise EthicsweepError(f"tracking_uri: no MLflow server answers at {uri!r} ({reason}); {advice}") from None
 
 
 def existing_store(uri: str) -> MlflowClient:
@@ -260,6 +263,11 @@ class MlflowTrialLogger(Callback):
     resumed sweep whose state predates it — gets the child run that already carries its
     trial id, if there is one: no trial is recorded twice.
 
+    A trial that goes on from a checkpoint older than its last logged epoch (its worker or
+    the driver died between a report and the checkpoint Ray saved) trains those epochs
+    again, and they are logged again: a second value at the same step, with a later
+    timestamp, so the run's metrics are those of the model it ends with.
+
     Every write goes through ``pending``, in order: when the server does not answer
     (:func:`unreachable_reason`), the writes wait there and are retried, no sooner than 1, 2,
     4 ... 30 s after the last failure, at the next trial event or by :meth:`drain`. Each
@@ -359,14 +367,15 @@ class MlflowTrialLogger(Callback):
             if run_id is None:
                 run_id = client.create_run(self._experiment_id, run_name=f"trial-{trial_id}", tags=op["tags"]).info.run_id
                 self.run_ids[trial_id] = run_id
-            else:  # a trial resumed (or this start written before): its run goes on
+            else:  # a trial resumed or retried (or this start written before): its run goes on
                 self.run_ids[trial_id] = run_id
                 client.update_run(run_id, status="RUNNING")
             log_params(client, run_id, op["params"])
-        elif op["op"] == "metrics":
-            client.log_batch(self.run_ids[trial_id], metrics=[Metric(*m) for m in op["metrics"]])
+            return
+        run_id = self.run_ids[trial_id]  # every trial's start comes before its other writes
+        if op["op"] == "metrics":
+            client.log_batch(run_id, metrics=[Metric(*m) for m in op["metrics"]])
         elif op["op"] == "end":
-            run_id = self.run_ids[trial_id]
             if op["tags"]:
                 client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
             client.set_terminated(run_id, status=op["status"])
@@ -375,9 +384,12 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.finished.discard(trial.trial_id)
+        self._write(self._start_op(trial))
+
+    def _start_op(self, trial: Trial) -> dict[str, Any]:
         tags = {**self._tags, PARENT_TAG: self._parent_run_id, TRIAL_TAG: trial.trial_id, "ethicsweep.role": "trial"}
         resolved = self._base.with_params(trial.config).model_dump(mode="json")
-        self._write({"op": "start", "trial": trial.trial_id, "tags": tags, "params": flatten(resolved)})
+        return {"op": "start", "trial": trial.trial_id, "tags": tags, "params": flatten(resolved)}
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         step = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -397,6 +409,8 @@ class MlflowTrialLogger(Callback):
         tags = {f"ethicsweep.{key}": str(last[key]) for key in ("node_ip", "hostname", "node_id", "device") if key in last}
         tags.update(extra)
         self.finished.add(trial.trial_id)
+        if trial.trial_id not in self.run_ids and not any(op["op"] == "start" and op["trial"] == trial.trial_id for op in self.pending):
+            self.pending.append(self._start_op(trial))  # it failed before it started: it still gets its run, FAILED
         self._write({"op": "end", "trial": trial.trial_id, "status": status, "tags": tags})
 
     def close_unfinished(self, status: str = "KILLED") -> None:
@@ -414,6 +428,13 @@ class MlflowTrialLogger(Callback):
             self._finish(trial, "FINISHED", {})
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        error = trial.get_error()
-        reason = str(error).strip().splitlines()[-1][:500] if error else "unknown error"
-        self._finish(trial, "FAILED", {"ethicsweep.error": reason})
+        self._finish(trial, "FAILED", {"ethicsweep.error": trial_error(trial)})
+
+
+def trial_error(trial: Trial) -> str:
+    """The last line of the trial's error; without one (Ray gives none for a trial it could
+    not start, as on a reused worker that died while idle), that it failed before starting."""
+    error = trial.get_error()
+    if error and str(error).strip():
+        return str(error).strip().splitlines()[-1][:500]
+    return "failed before it started, and Ray Tune gave no error (e.g. its reused worker died while idle)"
