@@ -125,10 +125,10 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None, resume:
         def on_event(event: TrialEvent) -> None:
             waiting = f" (MLflow not answering: {event.unwritten} writes held, retried)" if event.unwritten else ""
             if event.kind == "tracking":
-                progress.update(task, last=f"MLflow not answering: {event.unwritten} writes held; retrying for {event.result['left_s']:.0f} s more")
+                held = f"{event.unwritten} writes held; retrying for {event.result['left_s']:.0f} s more"
+                progress.update(task, last=f"MLflow not answering: {held}")
                 if not console.is_terminal:
-                    progress.console.print(f"MLflow not answering ({escape(event.result['error'])}): "
-                                           f"{event.unwritten} writes held; retrying for {event.result['left_s']:.0f} s more")  # fmt: skip
+                    progress.console.print(f"MLflow not answering ({escape(event.result['error'])}): {held}")
             elif event.kind == "epoch":
                 value = event.result.get(f"val/{first}", float("nan"))
                 progress.update(task, last=f"trial {event.trial_id} epoch {event.epoch}: val {first} {value:.4f}{waiting}")
