@@ -2,8 +2,9 @@
 multi-objective early-stopping scheduler, at an equal budget of trials, over seeds; and
 the Ray overhead of the demo's sweep against the same configurations in a plain loop.
 
-    python benchmarks/search.py hypervolume [--problem two|four] [--seeds 0 1 2] [--budget 24] [--searchers ...] [--asha-budget 48]
+    python benchmarks/search.py hypervolume [--problem two|long|four] [--seeds 0 1 2] [--budget 24] [--searchers ...] [--asha-budget 48]
     python benchmarks/search.py overhead [--trials 64]
+    python benchmarks/search.py curves [--trials 72] [--seed 0]
 
 ``hypervolume`` prints, per (searcher, scheduler), the mean and spread over seeds of the
 validation hypervolume of the finished, feasible trials and the sweep's wall time, at a
@@ -14,6 +15,15 @@ fixed reference point:
 - ``four``: accuracy, dp_gap, harm, epsilon (DP-SGD trials; per-example terms only, as
   DP-SGD requires); reference accuracy 0.7592, dp_gap 0.2, harm 0.2408 (the majority-class
   error: with the default cost matrix harm is the error rate), epsilon 10.
+
+- ``long``: the demo's space with ``training.epochs`` fixed at 27 (lr 3e-4 to 3e-3): the
+  early-stopping scheduler's resource is then the epochs alone (rungs at 1, 3, 9).
+
+``curves`` asks whether any successive-halving setting could reach random search's
+hypervolume on ``long`` at half the cost: one random-search sweep (no scheduler) records
+every trial's validation objectives after every epoch; successive halving is then replayed
+on those learning curves with MO-ASHA's own promotion order, for several rung settings,
+counting the epochs it would train.
 
 ``overhead`` runs the demo's sweep (embedded Ray, MLflow logging), then trains the very
 configurations it ran in a plain loop with the same number of processes (one torch thread
@@ -42,6 +52,7 @@ import yaml
 from ethicsweep.analysis.pareto import hypervolume, minimization_form
 from ethicsweep.data import prepare
 from ethicsweep.search import run_sweep
+from ethicsweep.search.mo_asha import promotion_order
 from ethicsweep.search.runner import connect
 from ethicsweep.spec import SweepSpec, TrainConfig, parse_spec
 
@@ -63,6 +74,7 @@ FOUR = {
     "reference": {"accuracy": 0.7592, "dp_gap": 0.2, "harm": 0.2408, "epsilon": 10.0},
 }
 TWO_REFERENCE = {"accuracy": 0.7592, "dp_gap": 0.2}
+LONG_EPOCHS = 27
 
 
 def demo_document() -> dict:
@@ -76,6 +88,12 @@ def problem_spec(problem: str, searcher: str, scheduler: bool, seed: int, budget
     search.update({"searcher": searcher, "num_trials": budget, "population_size": 8})
     if scheduler:  # the demo's epochs range 6-16: rungs at 2, 6 epochs (grace 2, factor 3)
         search["scheduler"] = {"kind": "mo_asha", "grace_period": 2, "reduction_factor": 3}
+    if problem == "long":  # the demo's space with training.epochs fixed at LONG_EPOCHS: rungs at 1, 3, 9 epochs
+        document["train"]["training"]["epochs"] = LONG_EPOCHS
+        del search["space"]["training.epochs"]
+        search["space"]["training.lr"] = {"type": "float", "low": 0.0003, "high": 0.003, "log": True}
+        if scheduler:
+            search["scheduler"] = {"kind": "mo_asha", "grace_period": 1, "reduction_factor": 3}
     if problem == "four":
         document["train"] = FOUR["train"]
         search["objectives"], search["space"] = FOUR["objectives"], FOUR["space"]
@@ -219,9 +237,66 @@ def overhead(trials: int) -> str:
         f"| sweep wall time (Tune, searcher, MLflow logging, checkpoints) | {sweep_a:.1f} | {sweep_b:.1f} |",
         f"| plain loop, the first sweep's configurations, {concurrency} processes: wall | {loops[0][0]:.1f} | {loops[1][0]:.1f} |",
         f"| plain loop: sum of the trials' training times | {loops[0][1]:.1f} | {loops[1][1]:.1f} |",
-        "", f"ratio (sum of sweep walls) / (sum of plain-loop walls): **{ratio:.2f}** (target <= 1.3); "
-        f"pairs: {sweep_a / loops[0][0]:.2f} (sweep first), {sweep_b / loops[1][0]:.2f} (loop first)",
+        "", (f"ratio (sum of sweep walls) / (sum of plain-loop walls): **{ratio:.2f}** (target <= 1.3); "
+             f"pairs: {sweep_a / loops[0][0]:.2f} (sweep first), {sweep_b / loops[1][0]:.2f} (loop first)"),
     ])  # fmt: skip
+
+
+def _halving(curves: list[list[tuple[float, float]]], rungs: list[int], factor: int, max_t: int) -> tuple[list[tuple[float, float]], int]:
+    """Synchronous successive halving replayed on recorded learning curves: at each rung all
+    surviving trials are ranked with MO-ASHA's :func:`promotion_order` and the best
+    ``len // factor`` go on. Returns the models it ends with (each trial's (accuracy, dp_gap)
+    at the epoch it stopped) and the epochs it trained. Every decision sees the whole rung, so
+    this is an idealised, fully informed form of the asynchronous scheduler."""
+    alive, models, cost, previous = list(range(len(curves))), [], 0, 0
+    for rung in [*rungs, max_t]:
+        cost += (rung - previous) * len(alive)
+        previous = rung
+        if rung == max_t:
+            return models + [curves[i][rung - 1] for i in alive], cost
+        order = promotion_order([(-curves[i][rung - 1][0], curves[i][rung - 1][1]) for i in alive])
+        kept = {alive[j] for j in order[: max(1, len(alive) // factor)]}
+        models += [curves[i][rung - 1] for i in alive if i not in kept]
+        alive = [i for i in alive if i in kept]
+    return models, cost
+
+
+def learning_curves(trials: int, seed: int) -> str:
+    """Record a random search's learning curves on ``long``, then replay successive halving on them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = problem_spec("long", "random", False, seed, trials, tmp)
+        epochs: dict[str, dict[int, tuple[float, float]]] = {}
+
+        def on_event(event) -> None:
+            if event.kind == "epoch":
+                epochs.setdefault(event.trial_id, {})[event.epoch] = (event.result["val/accuracy"], event.result["val/dp_gap"])
+
+        outcome = run_sweep(spec, prepare(spec.data, spec.seed), on_event=on_event)
+    order = [t for t in outcome.trials["trial_id"] if len(epochs.get(t, {})) == LONG_EPOCHS]  # in the order they finished
+    curves = [[epochs[t][e] for e in range(1, LONG_EPOCHS + 1)] for t in order]
+    ref = np.array([-TWO_REFERENCE["accuracy"], TWO_REFERENCE["dp_gap"]])
+
+    def hv(models: list[tuple[float, float]]) -> float:
+        return hypervolume(np.array([(-a, g) for a, g in models]), ref)
+
+    full = 24 * LONG_EPOCHS
+    lines = [
+        (f"random search on `long`, {len(curves)} trials of {trials} with all {LONG_EPOCHS} epochs recorded, seed {seed}, "
+         f"sweep {outcome.wall_seconds:.0f} s; reference accuracy {TWO_REFERENCE['accuracy']}, dp_gap {TWO_REFERENCE['dp_gap']}"),
+        "",
+        "| models | validation hypervolume |", "|---|---|",
+        *[f"| first 24 trials at epoch {k} | {hv([c[k - 1] for c in curves[:24]]):.6f} |" for k in (1, 3, 9, LONG_EPOCHS)],
+        f"| all {len(curves)} trials at epoch {LONG_EPOCHS} | {hv([c[-1] for c in curves]):.6f} |",
+        f"| first 24 trials, every epoch a model | {hv([p for c in curves[:24] for p in c]):.6f} |",
+        "",
+        f"successive halving replayed (cost: epochs trained, as a fraction of 24 trials x {LONG_EPOCHS} epochs = {full}):", "",
+        "| trials | rungs | reduction factor | validation hypervolume | cost |", "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for n in (24, 48, len(curves)):
+        for rungs, factor in (([1, 3, 9], 3), ([3, 9], 3), ([3], 3), ([9], 3), ([1, 2, 4, 8, 16], 2)):
+            models, cost = _halving(curves[:n], rungs, factor, LONG_EPOCHS)
+            lines.append(f"| {n} | {rungs} | {factor} | {hv(models):.6f} | {cost / full:.2f} |")
+    return "\n".join(lines)
 
 
 def machine() -> str:
@@ -233,17 +308,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     hv = sub.add_parser("hypervolume")
-    hv.add_argument("--problem", choices=["two", "four"], default="two")
+    hv.add_argument("--problem", choices=["two", "long", "four"], default="two")
     hv.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     hv.add_argument("--budget", type=int, default=24)
     hv.add_argument("--searchers", nargs="+", default=None)
     hv.add_argument("--asha-budget", type=int, default=None, help="also run random search with MO-ASHA at this many trials")
     ov = sub.add_parser("overhead")
     ov.add_argument("--trials", type=int, default=64)
+    cu = sub.add_parser("curves")
+    cu.add_argument("--trials", type=int, default=72)
+    cu.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(f"machine: {machine()}\n", flush=True)
     if args.command == "overhead":
         print(overhead(args.trials))
+    elif args.command == "curves":
+        print(learning_curves(args.trials, args.seed))
     else:
         searchers = args.searchers or (SEARCHERS + ["pymoo-nsga3"] if args.problem == "four" else SEARCHERS)
         print(hypervolume_table(args.problem, args.seeds, args.budget, searchers, args.asha_budget))

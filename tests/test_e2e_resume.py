@@ -5,6 +5,7 @@ recorded once in MLflow."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ def _spec(root: Path) -> Path:
         "train": {"model": {"kind": "logistic"}, "training": {"epochs": 3, "batch_size": 2048, "lr": 0.01},
                   "terms": [{"kind": "demographic_parity", "weight": 0.5}]},
         "search": {"searcher": "nsga2", "num_trials": N_TRIALS, "population_size": 4, "max_concurrent": 2,
+                   "scheduler": {"kind": "mo_asha", "grace_period": 1, "reduction_factor": 3},
                    "space": {"terms.demographic_parity.weight": {"type": "float", "low": 0.01, "high": 5.0, "log": True},
                              "training.epochs": {"type": "int", "low": 3, "high": 6}}},
     }  # fmt: skip
@@ -77,12 +79,24 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     # every epoch logged (one that was trained again after the resume, from an older
     # checkpoint, is logged again, later); the run's metric is the trial's final one
     final = trials.set_index("run_id")["val/accuracy"]
+    epochs = trials.set_index("run_id")["epochs"]
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")]
-        assert sorted(set(steps)) == list(range(1, int(run.data.params["training.epochs"]) + 1))
+        assert sorted(set(steps)) == list(range(1, int(epochs[run.info.run_id]) + 1))
         assert run.data.metrics["val/accuracy"] == pytest.approx(final[run.info.run_id], abs=1e-12)
     versions = client.search_model_versions("name='ci-resume'")
     assert {v.tags["trial_id"] for v in versions} <= set(trials.loc[trials["front_rank"] == 0, "trial_id"])
+    # the early-stopping scheduler went on from its saved records: every trial reached the
+    # first rung (1 epoch), those finished before the kill included
+    (saved,) = [s for s in _callback_states(run_dir).values() if s and "scheduler" in s]
+    assert set(saved["scheduler"]["recorded"][1]) == set(trials["trial_id"])
+
+
+def _callback_states(run_dir: Path) -> dict:
+    """The callbacks' states in Ray Tune's latest saved experiment state."""
+    (latest,) = sorted((run_dir / "tune").glob("callback-states-*.pkl"), key=lambda p: p.stat().st_mtime)[-1:]
+    with latest.open("rb") as handle:
+        return pickle.load(handle)
 
 
 def test_resume_without_an_interrupted_execution_is_one_line(tmp_path: Path) -> None:

@@ -185,3 +185,16 @@ def test_ray_tune_stops_dominated_trials_early(tmp_path):
     assert len(iterations) == 8 and not results.errors
     assert iterations[(0.9, 0.3)] == 9  # dominates every other trial at every rung
     assert min(iterations.values()) < 9
+
+
+def test_state_is_a_snapshot():
+    """get_state copies: records made after it do not leak into the saved state, and a
+    state set on a scheduler stays its own."""
+    s = scheduler_with_history()
+    state = s.get_state()
+    report(s, "t4", 1, acc=0.75, gap=0.15)
+    assert set(state["recorded"][1]) == {"t1", "t2", "t3"} and set(s.recorded[1]) == {"t1", "t2", "t3", "t4"}
+    fresh = MultiObjectiveASHA(OBJECTIVES, reduction_factor=2, max_t=8)
+    fresh.set_state(state)
+    state["recorded"][1].clear()
+    assert set(fresh.recorded[1]) == {"t1", "t2", "t3"} and fresh.stopped_at == {1: 2, 2: 0, 4: 0}

@@ -3,7 +3,6 @@ early-stopping scheduler. Objectives and constraints read validation metrics (``
 
 from __future__ import annotations
 
-from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from ethicsweep.search.mo_asha import MultiObjectiveASHA
@@ -37,7 +36,7 @@ def max_epochs(spec: SweepSpec) -> int:
     return int(searched.high) if searched is not None and searched.type == "int" else spec.train.training.epochs
 
 
-def build_scheduler(spec: SweepSpec) -> TrialScheduler | None:
+def build_scheduler(spec: SweepSpec) -> MultiObjectiveASHA | None:
     """Multi-objective ASHA over the objectives (rungs in epochs), or None (no early stopping)."""
     scheduler = spec.search.scheduler
     if scheduler.kind == "none":

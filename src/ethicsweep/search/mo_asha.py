@@ -15,6 +15,7 @@ keeps a rank's extreme trade-offs, and is pymoo's own (the one its NSGA-II uses)
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 from typing import TYPE_CHECKING, Any
@@ -151,13 +152,20 @@ class MultiObjectiveASHA(FIFOScheduler):
         )
         return f"Using MultiObjectiveASHA ({objectives}): {rungs or 'no rungs below max_t'}"
 
+    def get_state(self) -> dict[str, Any]:
+        """A copy of everything the scheduler has recorded (its rungs' vectors and counts)."""
+        return copy.deepcopy(self.__dict__)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(copy.deepcopy(state))
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
+            pickle.dump(self.get_state(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
+            self.set_state(pickle.load(handle))
 
     def _rung_to_record(self, trial_id: str, time: float) -> float | None:
         """The highest rung at or below ``time``, unless the trial is recorded there already."""

@@ -24,6 +24,7 @@ from ethicsweep.data import PreparedData
 from ethicsweep.errors import EthicsweepError
 from ethicsweep.objectives.metrics import GROUP_METRICS
 from ethicsweep.search.builders import build_scheduler, build_searcher, objective_keys
+from ethicsweep.search.mo_asha import MultiObjectiveASHA
 from ethicsweep.search.optuna_searcher import objective_problem
 from ethicsweep.search.tracking import (
     MlflowTrialLogger,
@@ -132,21 +133,31 @@ _ACTIVE: dict[str, _TrialCollector] = {}
 
 
 class _TrialCollector(tune.Callback):
-    """Keeps each trial's final state (checkpointed with the experiment) and forwards
-    progress to the hook registered for its run directory."""
+    """Keeps each trial's final state and the early-stopping scheduler's records (both
+    checkpointed with the experiment: Ray Tune saves callbacks' states, not a scheduler's)
+    and forwards progress to the hook registered for its run directory.
 
-    def __init__(self, total: int, objective_keys: list[str], logger: MlflowTrialLogger, run_dir: Path):
+    ``scheduler`` is the very object the Tuner is given: Ray pickles the Tuner's
+    configuration, callbacks included, in one piece, so after ``Tuner.restore`` this
+    reference is still the scheduler Ray Tune drives."""
+
+    def __init__(
+        self, total: int, objective_keys: list[str], logger: MlflowTrialLogger, run_dir: Path, scheduler: MultiObjectiveASHA | None
+    ):
         self.total, self.objective_keys, self.logger, self.key = total, objective_keys, logger, str(run_dir)
+        self.scheduler = scheduler
         self.rows: dict[str, dict[str, Any]] = {}
 
     def setup(self, **info: Any) -> None:
         _ACTIVE[self.key] = self
 
     def get_state(self) -> dict[str, Any]:
-        return {"rows": dict(self.rows)}
+        return {"rows": dict(self.rows), "scheduler": self.scheduler.get_state() if self.scheduler is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.rows = dict(state["rows"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.set_state(state["scheduler"])
 
     def _emit(self, trial: Trial, kind: str, result: dict[str, Any]) -> None:
         hook = _HOOKS.get(self.key)
@@ -344,11 +355,12 @@ def run_sweep(
         {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
     )
     logger = MlflowTrialLogger(tracker, spec.train, tags)
-    collector = _TrialCollector(search.num_trials, [k for k, _ in objective_keys(spec)], logger, run_dir)
-    if resume:  # Ray restores its pickled configuration, callbacks included
+    scheduler = None if resume else build_scheduler(spec)
+    collector = _TrialCollector(search.num_trials, [k for k, _ in objective_keys(spec)], logger, run_dir, scheduler)
+    if resume:  # Ray restores its pickled configuration, callbacks and scheduler included
         tuner = tune.Tuner.restore(f"{tune_storage(spec, run_dir)}/{TUNE_DIR}", trainable, resume_unfinished=True, resume_errored=False)
     else:
-        tuner = _new_tuner(spec, trainable, run_dir, [logger, collector])
+        tuner = _new_tuner(spec, trainable, run_dir, scheduler, [logger, collector])
     key = str(run_dir)
     if on_event is not None:
         _HOOKS[key] = on_event
@@ -400,7 +412,7 @@ def _write_out(collector: _TrialCollector, status: str, wait_s: float, hook: Cal
     return written
 
 
-def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
+def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, scheduler: MultiObjectiveASHA | None, callbacks: list[tune.Callback]) -> tune.Tuner:
     """A Tuner for a new execution: the spec's searcher and scheduler, actors reused or not, a
     checkpoint per trial kept, crashed trials retried, the per-trial time limit."""
     search = spec.search
@@ -412,7 +424,7 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[t
             search_alg=build_searcher(spec),
             num_samples=search.num_trials,
             max_concurrent_trials=max_concurrent,
-            scheduler=build_scheduler(spec),
+            scheduler=scheduler,
             reuse_actors=search.reuse_actors,
         ),
         run_config=tune.RunConfig(
