@@ -583,8 +583,10 @@ def section(results: dict[str, Any], methods: list[Method], figures: dict[str, s
         "",
         f"Command: `{results['command']}` — {results['finished']}, total wall time {results['wall_seconds']:.0f} s.",
         "",
-        f"Load average (1, 5, 15 min) at the start: {results['load_start']}; at the end: {results['load_end']}. "
-        "The machine (2 cores) was shared with other work: wall times are noisy, and all methods ran in the same run, one after another.",
+        (f"Load average (1, 5, 15 min) at the start: {results['load_start']}; at the end: {results['load_end']} "
+         f"({os.cpu_count()} cores; the benchmark's own processes count towards it). "
+         + ("The machine was shared with other work: wall times are noisy. " if float(results["load_start"].split(",")[0]) > 1.5 else "")
+         + "All methods ran in the same run, one after another."),
         "",
         "Machine and versions: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()) + ".",
         "",

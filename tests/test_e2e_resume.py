@@ -91,10 +91,17 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     (saved,) = [s for s in _callback_states(run_dir).values() if s and "scheduler" in s]
     assert set(saved["scheduler"]["recorded"][1]) == set(trials["trial_id"])
 
+    # now finished: --resume refuses in one line
+    again = subprocess.run([sys.executable, "-m", "ethicsweep.cli", "sweep", str(path), "--resume"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 2 and "finished; there is nothing to resume" in again.stderr, again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+
 
 def _callback_states(run_dir: Path) -> dict:
-    """The callbacks' states in Ray Tune's latest saved experiment state."""
-    (latest,) = sorted((run_dir / "tune").glob("callback-states-*.pkl"), key=lambda p: p.stat().st_mtime)[-1:]
+    """The callbacks' states saved by Ray Tune's latest session (files are named by the
+    session's start time; their mtimes are not reliable: syncing touches them all)."""
+    (latest,) = sorted((run_dir / "tune").glob("callback-states-*.pkl"))[-1:]
     with latest.open("rb") as handle:
         return pickle.load(handle)
 

@@ -405,6 +405,8 @@ def _format_error(exc: ValidationError, source: str) -> str:
     given = error.get("input")
     if error["type"] == "missing":
         return f"{source}: field {where!r} is required"
+    if error["type"] in ("bool_parsing", "bool_type"):
+        return f"{source}: field {where!r}: {message} (got {given!r}); allowed: true or false"
     if isinstance(given, (dict, list)) or error["type"].startswith(("value_error", "assertion")):
         return f"{source}: field {where!r}: {message}"  # the message names the value
     return f"{source}: field {where!r}: {message} (got {given!r})"

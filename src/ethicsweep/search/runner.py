@@ -337,14 +337,18 @@ def run_sweep(
     if uri.startswith(("http://", "https://")):
         check_server(uri, resuming=resume)  # before Ray starts: a server that is down is the first thing to know
     _check_storage(spec.storage_path)
+    sweep_dir = _sweep_dir(spec)
+    tracker, parent_id = None, None
+    if resumed is not None:  # a finished or changed execution is refused before Ray starts
+        tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
+        parent_id = resumable_parent(spec, tracker, resumed)
     connect(address)
     _check_resources(search.cpus_per_trial, search.gpus_per_trial)
-    sweep_dir = _sweep_dir(spec)
-    tracker = Tracker(uri, spec.name, sweep_dir / "artifacts")
+    tracker = tracker or Tracker(uri, spec.name, sweep_dir / "artifacts")
     tags = provenance_tags(spec, data.sha256)
     if resumed is not None:
         run_dir = resumed
-        tracker.resume_parent(resumable_parent(spec, tracker, run_dir))
+        tracker.resume_parent(parent_id)
     else:
         run_dir = _new_run_dir(sweep_dir)
         parent_tags = {**tags, **governance_tags(spec), "ethicsweep.run_dir": str(run_dir)}
