@@ -77,6 +77,11 @@ SPEC_CASES = [
     ("objective in the wrong direction", _spec(search__objectives=[{"metric": "dp_gap", "direction": "max"}]), ["dp_gap", "min"]),
     ("constraint on an unknown metric", _spec(search__constraints=["unfairness <= 1"]), ["unfairness", "accuracy"]),
     ("constraint that is not a rule", _spec(search__constraints=["dp_gap <<= 1"]), ["dp_gap <<= 1", "METRIC OP NUMBER"]),
+    ("grace period past the epochs", _spec(train={"training": {"epochs": 2}}, search__scheduler={"kind": "mo_asha", "grace_period": 10}),
+     ["search.scheduler.grace_period", "10", "allowed: 1 to 2"]),
+    ("grace period past the searched epochs",
+     _spec(search__scheduler={"kind": "mo_asha", "grace_period": 8}, search__space={"training.epochs": {"type": "int", "low": 3, "high": 6}}),
+     ["search.scheduler.grace_period", "8", "allowed: 1 to 6"]),
     ("constraint on the test split", _spec(search__constraints=["test/dp_gap <= 0.1"]), ["test/"]),
     ("unknown top-level field", _spec(serach={}), ["serach"]),
     ("wrong type", _spec(search__num_trials="many"), ["search.num_trials", "many"]),
@@ -193,6 +198,11 @@ def test_an_mlflow_server_that_is_down_is_one_line_before_any_trial(tmp_path: Pa
         port = probe.getsockname()[1]
     code, out, err = _run(tmp_path, monkeypatch, capsys, _spec(), "--tracking-uri", f"http://127.0.0.1:{port}")
     _one_line_refusal(tmp_path, code, out, err, "tracking_uri", "no MLflow server answers", "mlflow server")
+
+
+def test_a_storage_path_on_an_unknown_filesystem_is_one_line_before_any_trial(tmp_path: Path, monkeypatch, capsys) -> None:
+    code, out, err = _run(tmp_path, monkeypatch, capsys, _spec(), "--storage-path", "ftp://x/y")
+    _one_line_refusal(tmp_path, code, out, err, "storage_path", "'ftp://x/y'", "'ftp'", "allowed", "s3://")
 
 
 @pytest.mark.parametrize("where", ["file", "unwritable"])

@@ -174,6 +174,17 @@ def test_load_spec_valid(tmp_path):
     assert spec.train.training.epochs == 3
 
 
+def test_load_spec_reads_exponents_without_a_dot_as_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; a fresh-install tester had lr: 1e-3 refused."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: demo\ntracking_wait_s: 3e2\ntrain:\n  training:\n    lr: 1e-3\n  terms:\n    - {kind: demographic_parity, weight: -2E+0}\n")
+    message = load_error(path)  # the weight must be >= 0: read as the number -2.0
+    assert "weight" in message and "-2.0" in message, message
+    path.write_text("name: demo\ntracking_wait_s: 3e2\ntrain:\n  training:\n    lr: 1e-3\n    epochs: 1_0\n")
+    spec = load_spec(path)
+    assert spec.train.training.lr == 0.001 and spec.tracking_wait_s == 300.0 and spec.train.training.epochs == 10
+
+
 def test_load_spec_yaml_list(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- name: demo\n- name: other\n")

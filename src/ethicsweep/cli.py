@@ -131,7 +131,8 @@ def _run(spec: SweepSpec, address: str | None, tracking_uri: str | None, resume:
                     progress.console.print(f"MLflow not answering ({escape(event.result['error'])}): {held}")
             elif event.kind == "epoch":
                 value = event.result.get(f"val/{first}", float("nan"))
-                progress.update(task, last=f"trial {event.trial_id} epoch {event.epoch}: val {first} {value:.4f}{waiting}")
+                # completed too: after --resume the first epoch shows the trials already done
+                progress.update(task, completed=event.finished, last=f"trial {event.trial_id} epoch {event.epoch}: val {first} {value:.4f}{waiting}")
             else:
                 progress.update(task, completed=event.finished, last=f"trial {event.trial_id} {'done' if event.kind == 'done' else 'FAILED'}{waiting}")
                 if not console.is_terminal:  # a log (CI, `ray job submit`): one line per trial, as it ends

@@ -355,6 +355,17 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _grace_period_within_epochs(self) -> SweepSpec:
+        scheduler = self.search.scheduler
+        if scheduler.kind != "none" and scheduler.grace_period > self.max_epochs:
+            where = "the top of search.space.training.epochs" if "training.epochs" in self.search.space else "train.training.epochs"
+            raise ValueError(
+                f"search.scheduler.grace_period: {scheduler.grace_period} is more than the most epochs a trial trains "
+                f"({self.max_epochs}, {where}); allowed: 1 to {self.max_epochs}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _initial_in_space(self) -> SweepSpec:
         space = self.search.space
         if self.search.initial and self.search.searcher in PYMOO_SEARCHERS:
@@ -371,6 +382,12 @@ class SweepSpec(_Strict):
                 if not space[path].admits(value):
                     raise ValueError(f"{where}.{path}: {value!r} is outside the searched {space[path].describe()}")
         return self
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any trial can train: the searched range's top, else the base config's."""
+        searched = self.search.space.get("training.epochs")
+        return int(searched.high) if searched is not None and searched.type == "int" else self.train.training.epochs
 
     @property
     def sweep_dir(self) -> Path:
@@ -423,7 +440,9 @@ def parse_spec(document: Any, source: str = "spec") -> SweepSpec:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last),
+    and reading ``1e-3`` and ``1e12`` as numbers, as YAML 1.2 does (PyYAML follows YAML 1.1,
+    whose floats need a dot: ``1.0e-3``, and would pass the text on as a string)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
@@ -433,6 +452,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def load_spec(path: str | Path) -> SweepSpec:

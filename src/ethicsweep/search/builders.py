@@ -30,16 +30,10 @@ def build_searcher(spec: SweepSpec) -> Searcher:
     return OptunaSearcher(to_distributions(search.space), objective_keys(spec), sampler, constraints=search.rules, initial=search.initial)
 
 
-def max_epochs(spec: SweepSpec) -> int:
-    """The most epochs any trial can train: the searched range's top, else the base config's."""
-    searched = spec.search.space.get("training.epochs")
-    return int(searched.high) if searched is not None and searched.type == "int" else spec.train.training.epochs
-
-
 def build_scheduler(spec: SweepSpec) -> MultiObjectiveASHA | None:
     """Multi-objective ASHA over the objectives (rungs in epochs), or None (no early stopping)."""
     scheduler = spec.search.scheduler
     if scheduler.kind == "none":
         return None
     return MultiObjectiveASHA(objective_keys(spec), time_attr="epoch", grace_period=scheduler.grace_period,
-                              reduction_factor=scheduler.reduction_factor, max_t=max_epochs(spec))  # fmt: skip
+                              reduction_factor=scheduler.reduction_factor, max_t=spec.max_epochs)  # fmt: skip

@@ -20,6 +20,7 @@ import pickle
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
@@ -52,18 +53,23 @@ class SamplerSpec:
     population_size: int = 8
     constrained: bool = False
 
-    def build(self) -> optuna.samplers.BaseSampler:
+    def build(self, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler. ``resumed_at``: trials the study already holds when it is rebuilt on
+        restore. The sampler's random state is not saved, so a rebuilt one seeded as at the
+        start would suggest the first trials again; it is seeded from (seed, resumed_at)
+        instead, which repeats nothing and stays deterministic."""
         constraints = {"constraints_func": constraint_values} if self.constrained else {}
+        seed = self.seed if not resumed_at else int(np.random.SeedSequence([self.seed, resumed_at]).generate_state(1)[0])
         if self.name == "nsga2":
-            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed, **constraints)
+            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=seed, **constraints)
         if self.name == "nsga3":
-            return optuna.samplers.NSGAIIISampler(population_size=self.population_size, seed=self.seed, **constraints)
+            return optuna.samplers.NSGAIIISampler(population_size=self.population_size, seed=seed, **constraints)
         if self.name == "tpe":
-            return optuna.samplers.TPESampler(seed=self.seed, **constraints)
+            return optuna.samplers.TPESampler(seed=seed, **constraints)
         if self.name == "gp":
-            return optuna.samplers.GPSampler(seed=self.seed, **constraints)
+            return optuna.samplers.GPSampler(seed=seed, **constraints)
         if self.name == "random":
-            return optuna.samplers.RandomSampler(seed=self.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
         raise ValueError(f"unknown sampler {self.name!r}; allowed: nsga2, nsga3, tpe, gp, random")
 
 
@@ -113,7 +119,7 @@ class OptunaSearcher(Searcher):
         study queues the ``initial`` configurations first (warm start)."""
         if self._study is None:
             directions = ["maximize" if mode == "max" else "minimize" for _, mode in self._objectives]
-            self._study = optuna.create_study(directions=directions, sampler=self._sampler_spec.build())
+            self._study = optuna.create_study(directions=directions, sampler=self._sampler_spec.build(len(self._saved_trials)))
             self._study.add_trials(self._saved_trials)
             if not self._saved_trials:
                 for config in self._initial:

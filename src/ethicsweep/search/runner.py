@@ -209,10 +209,23 @@ def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
         raise EthicsweepError(f"search.gpus_per_trial: {gpus_per_trial:g} GPUs per trial, but {have}; allowed: at most {most_gpus:g}")
 
 
+#: URI schemes of the filesystems Ray Tune stores checkpoints with (pyarrow's).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "file")
+
+
 def _check_storage(storage_path: str | None) -> None:
     """A local (or mounted shared) storage path must be a directory the driver can create:
-    it reads the trials' checkpoints back. Remote URIs (``s3://``...) are Ray's to check."""
-    if not storage_path or "://" in storage_path:
+    it reads the trials' checkpoints back. A remote URI must name a filesystem Ray Tune
+    knows (``STORAGE_SCHEMES``); whether its bucket answers is Ray's to find out."""
+    if not storage_path:
+        return
+    if "://" in storage_path:
+        scheme = storage_path.split("://", 1)[0].lower()
+        if scheme not in STORAGE_SCHEMES:
+            raise EthicsweepError(
+                f"storage_path: {storage_path!r} names the filesystem {scheme!r}, which Ray Tune cannot store checkpoints on; "
+                f"allowed: a directory shared by every node, or {', '.join(f'{s}://...' for s in STORAGE_SCHEMES[:-1])}"
+            )
         return
     try:
         Path(storage_path).mkdir(parents=True, exist_ok=True)
