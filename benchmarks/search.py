@@ -102,19 +102,24 @@ def problem_spec(problem: str, searcher: str, scheduler: bool, seed: int, budget
     return parse_spec(document, "benchmark spec")
 
 
+def reference_point(spec: SweepSpec, reference: dict[str, float]) -> np.ndarray:
+    """``reference`` (metric: value) in the minimization form of the spec's objectives."""
+    return np.array([-reference[o.metric] if o.mode == "max" else reference[o.metric] for o in spec.search.objectives])
+
+
 def volume(trials, spec: SweepSpec, reference: dict[str, float]) -> float:
     """Validation hypervolume of the finished trials (no constraints here) at ``reference``."""
     done = trials[trials["status"] == "ok"]
     objectives = [(f"val/{o.metric}", o.mode) for o in spec.search.objectives]
     points = minimization_form(done, objectives)
-    ref = np.array([-reference[o.metric] if o.mode == "max" else reference[o.metric] for o in spec.search.objectives])
+    ref = reference_point(spec, reference)
     return hypervolume(points, ref)
 
 
 def _running_volumes(done: list[tuple[float, dict]], spec: SweepSpec, reference: dict[str, float]) -> list[tuple[float, float]]:
     """(seconds since the sweep started, hypervolume of the trials finished by then), after each finished trial."""
     objectives = [(f"val/{o.metric}", o.mode) for o in spec.search.objectives]
-    ref = np.array([-reference[o.metric] if o.mode == "max" else reference[o.metric] for o in spec.search.objectives])
+    ref = reference_point(spec, reference)
     curve = []
     for i, (seconds, _) in enumerate(done):
         frame = pd.DataFrame([result for _, result in done[: i + 1]])
@@ -274,7 +279,7 @@ def learning_curves(trials: int, seed: int) -> str:
         outcome = run_sweep(spec, prepare(spec.data, spec.seed), on_event=on_event)
     order = [t for t in outcome.trials["trial_id"] if len(epochs.get(t, {})) == LONG_EPOCHS]  # in the order they finished
     curves = [[epochs[t][e] for e in range(1, LONG_EPOCHS + 1)] for t in order]
-    ref = np.array([-TWO_REFERENCE["accuracy"], TWO_REFERENCE["dp_gap"]])
+    ref = reference_point(spec, TWO_REFERENCE)  # objectives: accuracy (max), dp_gap (min)
 
     def hv(models: list[tuple[float, float]]) -> float:
         return hypervolume(np.array([(-a, g) for a, g in models]), ref)

@@ -211,6 +211,9 @@ def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
 
 #: URI schemes of the filesystems Ray Tune stores checkpoints with (pyarrow's).
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "file")
+_STORAGE_ALLOWED = "a directory that can be created and written (shared by every node on a cluster), or " + ", ".join(
+    f"{scheme}://..." for scheme in STORAGE_SCHEMES[:-1]
+)
 
 
 def _check_storage(storage_path: str | None) -> None:
@@ -224,15 +227,14 @@ def _check_storage(storage_path: str | None) -> None:
         if scheme not in STORAGE_SCHEMES:
             raise EthicsweepError(
                 f"storage_path: {storage_path!r} names the filesystem {scheme!r}, which Ray Tune cannot store checkpoints on; "
-                f"allowed: a directory shared by every node, or {', '.join(f'{s}://...' for s in STORAGE_SCHEMES[:-1])}"
+                f"allowed: {_STORAGE_ALLOWED}"
             )
         return
     try:
         Path(storage_path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EthicsweepError(
-            f"storage_path: cannot use {storage_path!r} for the trials' checkpoints ({exc.strerror or exc}); "
-            "allowed: a directory that can be created and written (shared by every node on a cluster), s3://... or gs://..."
+            f"storage_path: cannot use {storage_path!r} for the trials' checkpoints ({exc.strerror or exc}); allowed: {_STORAGE_ALLOWED}"
         ) from None
 
 
